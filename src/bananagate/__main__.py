@@ -1,0 +1,3 @@
+from bananagate.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""The `bananagate` command: one Click group, each face's commands in its own module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bananagate import __version__
+from bananagate.settings import Settings
+
+
+def build_settings(data_dir: Path | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, with explicit flags taking precedence."""
+    values: dict[str, object] = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Data directory (default: $BANANAGATE_DATA_DIR, else the platform's user data dir).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bananagate")
+def cli() -> None:
+    """bananagate: a gateway, offline emulator, SDK and CLI for Gemini image models."""
+
+
+def _register() -> None:
+    # Imported here so each command module can import `cli` helpers above without cycles.
+    from bananagate.cli import keys, serve
+
+    cli.add_command(serve.serve)
+    cli.add_command(keys.keys)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,74 @@
+"""The provider interface: what the server hands an upstream and what it gets back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from bananagate.protocol.catalog import ImageModel
+from bananagate.protocol.errors import ApiError
+from bananagate.protocol.response import Usage
+from bananagate.protocol.wire import GenerateContentRequest
+
+Method = Literal["generateContent", "streamGenerateContent"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One request to an upstream.
+
+    `body` is the client's original bytes (forwarded as they are unless a translation is needed);
+    `request` is the parsed view of them.
+    """
+
+    model: ImageModel
+    model_id: str  # the id the client asked for (may be an alias of model.id)
+    method: Method
+    body: bytes
+    request: GenerateContentRequest
+    headers: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    timeout: float | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    """A complete (non-streamed) upstream answer: JSON body bytes and what metering needs."""
+
+    body: bytes
+    usage: Usage
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    finish_reason: str | None = None
+    image_count: int = 0
+
+
+class Provider(Protocol):
+    """An upstream kind. `stream` yields one complete `GenerateContentResponse` JSON per event."""
+
+    name: str
+
+    async def generate(self, call: Call) -> Answer: ...
+
+    def stream(self, call: Call) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProviderError(Exception):
+    """Base of every upstream failure; only the router interprets these."""
+
+
+class UpstreamError(ProviderError):
+    """The upstream answered with an error status. `error` is what the client should see."""
+
+    def __init__(self, error: ApiError, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class UpstreamTimeout(ProviderError):
+    """The upstream did not answer in time."""

@@ -1,0 +1,212 @@
+"""The Gemini-native routes: `/v1beta/models[...]` (and the same under `/v1`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from bananagate.protocol.catalog import ImageModel, strip_model_prefix
+from bananagate.protocol.errors import ApiError, invalid_argument, model_not_found
+from bananagate.protocol.validation import load_json_object, parse_and_check, parse_generate_request
+from bananagate.providers.base import Call, Method, UpstreamError, UpstreamTimeout
+from bananagate.server.auth import Authenticator
+from bananagate.server.body import read_body
+from bananagate.server.responses import JSON_TYPE, json_response, raw_json_response
+from bananagate.server.routing import ModelRouter
+
+log = logging.getLogger("bananagate.server")
+
+API_VERSIONS = ("v1beta", "v1")
+MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+# Client headers a provider may need to see (everything else stays at the gateway).
+FORWARDED_HEADERS = ("x-bananagate-emulate",)
+
+
+def model_resource(model: ImageModel, model_id: str | None = None) -> dict[str, Any]:
+    """The `Model` object of `models.list/get` (protocol reference §1.4)."""
+    mid = model_id or model.id
+    out: dict[str, Any] = {
+        "name": f"models/{mid}",
+        "baseModelId": model.id,
+        "version": model.version,
+        "displayName": model.display_name,
+        "description": model.description,
+        "inputTokenLimit": model.input_token_limit,
+        "outputTokenLimit": model.output_token_limit,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+        "temperature": 1,
+        "maxTemperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+    }
+    if model.thinking:
+        out["thinking"] = True
+    return out
+
+
+def not_found(path: str) -> ApiError:
+    return ApiError(404, f"Method not found: {path}", "NOT_FOUND")
+
+
+def method_not_allowed(method: str, path: str) -> ApiError:
+    return ApiError(405, f"Method {method} is not allowed for {path}.", "METHOD_NOT_ALLOWED")
+
+
+class GeminiRoutes:
+    def __init__(self, router: ModelRouter, auth: Authenticator, max_body_bytes: int) -> None:
+        self.router = router
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+
+    async def dispatch(self, request: Request) -> Response:
+        """Entry for `/{version}/{path}`: split the path into resource and method, then route."""
+        version = request.path_params["version"]
+        path = request.path_params["path"].strip("/")
+        if version not in API_VERSIONS or not (path == "models" or path.startswith("models/")):
+            raise not_found(request.url.path)
+        if path == "models":
+            self._require(request, "GET")
+            await self.auth.authenticate(request)
+            return self.list_models(request)
+        resource = strip_model_prefix(path[len("models/") :])
+        model_id, sep, method = resource.rpartition(":")
+        if not sep:
+            self._require(request, "GET")
+            await self.auth.authenticate(request)
+            return self.get_model(resource, version)
+        if method not in MODEL_METHODS or not model_id:
+            raise not_found(request.url.path)
+        self._require(request, "POST")
+        await self.auth.authenticate(request)
+        model = self.router.find(model_id)
+        if model is None:
+            shown = "StreamGenerateContent" if method == "streamGenerateContent" else method
+            raise model_not_found(model_id, shown, version)
+        body = await read_body(request, self.max_body_bytes)
+        if method == "countTokens":
+            return self.count_tokens(body, model)
+        call = self._call(request, model, model_id, method, body)  # type: ignore[arg-type]
+        if method == "streamGenerateContent":
+            return await self.stream(request, call)
+        return await self.generate(call)
+
+    @staticmethod
+    def _require(request: Request, method: str) -> None:
+        if request.method != method:
+            raise method_not_allowed(request.method, request.url.path)
+
+    def list_models(self, request: Request) -> Response:
+        try:
+            page_size = int(request.query_params.get("pageSize", "50"))
+            offset = int(request.query_params.get("pageToken") or "0")
+        except ValueError:
+            raise invalid_argument("pageSize and pageToken must be integers.") from None
+        page_size = max(1, min(page_size, 1000))
+        models = [model_resource(m) for m in self.router.models()]
+        page = models[offset : offset + page_size]
+        out: dict[str, Any] = {"models": page}
+        if offset + page_size < len(models):
+            out["nextPageToken"] = str(offset + page_size)
+        return json_response(out)
+
+    def get_model(self, model_id: str, version: str) -> Response:
+        model = self.router.find(model_id)
+        if model is None:
+            raise ApiError(
+                404, f"Model is not found: models/{model_id} for api version {version}", "NOT_FOUND"
+            )
+        return json_response(model_resource(model, model_id))
+
+    def count_tokens(self, body: bytes, model: ImageModel) -> Response:
+        data = load_json_object(body)
+        # Google also accepts the request wrapped as {"generateContentRequest": {...}}.
+        inner = data.get("generateContentRequest") or data.get("generate_content_request")
+        request = parse_generate_request(inner if isinstance(inner, dict) else data)
+        text_tokens = max(1, -(-len(request.prompt_text()) // 4)) if request.prompt_text() else 0
+        image_tokens = len(request.input_images()) * model.input_image_tokens
+        return json_response({"totalTokens": text_tokens + image_tokens})
+
+    def _call(self, request: Request, model: ImageModel, model_id: str, method: Method, body: bytes) -> Call:
+        parsed = parse_and_check(body, model)
+        headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
+        return Call(
+            model=model,
+            model_id=strip_model_prefix(model_id),
+            method=method,
+            body=body,
+            request=parsed,
+            headers=headers,
+            request_id=request.scope.get("state", {}).get("request_id", ""),
+        )
+
+    async def generate(self, call: Call) -> Response:
+        provider = self.router.provider_for(call.model)
+        try:
+            answer = await provider.generate(call)
+        except UpstreamError as exc:
+            raise exc.error from None
+        except UpstreamTimeout:
+            raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
+        return raw_json_response(answer.body, answer.status)
+
+    async def stream(self, request: Request, call: Call) -> Response:
+        sse = request.query_params.get("alt", "json").lower() == "sse"
+        provider = self.router.provider_for(call.model)
+        events = provider.stream(call)
+        # Fetch the first event before answering: a failure now is an ordinary error response.
+        try:
+            first = await events.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except UpstreamError as exc:
+            raise exc.error from None
+        except UpstreamTimeout:
+            raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
+        body = _sse_frames(first, events) if sse else _json_array(first, events)
+        media_type = "text/event-stream" if sse else JSON_TYPE
+        return StreamingResponse(body, media_type=media_type, headers={"cache-control": "no-cache"})
+
+
+def _error_event(exc: BaseException) -> bytes:
+    if isinstance(exc, UpstreamError):
+        error = exc.error
+    elif isinstance(exc, ApiError):
+        error = exc
+    else:
+        log.exception("stream failed", exc_info=exc)
+        error = ApiError(500, "An internal error has occurred.", "INTERNAL")
+    return orjson.dumps(error.to_dict())
+
+
+async def _events_after(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The provider's events with a failure after the start turned into a final error event."""
+    if first is not None:
+        yield first
+        try:
+            async for event in rest:
+                yield event
+        except (UpstreamError, UpstreamTimeout, ApiError) as exc:
+            yield _error_event(exc)
+        except Exception as exc:
+            yield _error_event(exc)
+
+
+async def _sse_frames(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # Google's framing: one `data: <json>` line per event, CRLF line ends, no [DONE].
+    async for event in _events_after(first, rest):
+        yield b"data: " + event + b"\r\n\r\n"
+
+
+async def _json_array(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    # Without alt=sse the stream is one JSON array, written progressively.
+    yield b"["
+    separator = b""
+    async for event in _events_after(first, rest):
+        yield separator + event
+        separator = b",\r\n"
+    yield b"]"

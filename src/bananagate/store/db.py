@@ -1,0 +1,177 @@
+"""Engines and schema migrations.
+
+`create_store_engine` builds an engine for a SQLAlchemy URL; `upgrade_schema` brings its database
+to the newest Alembic revision, safely when several processes start at once:
+
+* SQLite: pragmas on every connection (WAL, `busy_timeout`, foreign keys); the upgrade runs
+  inside `BEGIN IMMEDIATE`, so a second process waits for the first one's write lock (up to the
+  busy timeout) and then finds the schema already current.
+* PostgreSQL: the upgrade runs in one transaction (PostgreSQL DDL is transactional) that first
+  takes a transaction-scoped advisory lock, so concurrent upgrades queue up behind each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.pool import NullPool, StaticPool
+
+from bananagate.store.errors import SchemaTooNew, StoreUnavailable
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# How long a SQLite connection waits for another writer's lock before failing, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# Key of the PostgreSQL advisory lock held while migrating (b"bananagt" as a signed 64-bit int).
+PG_MIGRATION_LOCK_KEY = int.from_bytes(b"bananagt", "big", signed=True)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse `url`; a bare `postgresql://` URL is given the psycopg (v3) driver we ship with."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreUnavailable(f"invalid database URL: {exc}") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_sqlite_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first, so that switching the journal mode waits for other processes' locks.
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _new_engine(url: URL, **kwargs: Any) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        hint = ""
+        if url.get_backend_name() == "postgresql":
+            hint = " (install PostgreSQL support with `pip install 'bananagate[postgres]'`)"
+        raise StoreUnavailable(f"no database driver for {url.drivername!r}{hint}: {exc}") from exc
+
+
+def create_store_engine(url: str | URL) -> Engine:
+    """An engine for `url`, with the per-dialect settings the store relies on.
+
+    An in-memory SQLite URL (`sqlite://`) gets one shared connection, so every session sees
+    the same database; that is meant for tests. For a SQLite file, the parent directory is
+    created if needed.
+    """
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if is_sqlite_memory(parsed):
+            engine = _new_engine(
+                parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            assert parsed.database is not None
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = _new_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if backend == "postgresql":
+        return _new_engine(parsed, pool_pre_ping=True)
+    return _new_engine(parsed)
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the packaged migrations; no alembic.ini is read."""
+    config = Config()
+    # Config values go through ConfigParser interpolation, so `%` must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revisions() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(connection: Connection) -> set[str]:
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def _check_known(current: set[str]) -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    unknown = {rev for rev in current if script.get_revision(rev) is None}
+    if unknown:
+        raise SchemaTooNew(
+            f"the database schema is at revision {', '.join(sorted(unknown))}, which this version "
+            "of bananagate does not know; upgrade bananagate"
+        )
+
+
+def _sqlite_begin_immediate(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see the "begin"
+    # listener below), so that DDL runs inside them.
+    dbapi_connection.isolation_level = None
+
+
+def _emit_begin_immediate(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def _locked_migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction that holds the database-wide migration lock."""
+    backend = engine.dialect.name
+    if backend == "sqlite" and not is_sqlite_memory(engine.url):
+        lock_engine = create_engine(engine.url, poolclass=NullPool)
+        event.listen(lock_engine, "connect", _sqlite_pragmas)
+        event.listen(lock_engine, "connect", _sqlite_begin_immediate)
+        event.listen(lock_engine, "begin", _emit_begin_immediate)
+        try:
+            with lock_engine.begin() as connection:
+                yield connection
+        finally:
+            lock_engine.dispose()
+        return
+    with engine.begin() as connection:
+        if backend == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
+        yield connection
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Migrate the database behind `engine` to the newest revision, if it is not there yet."""
+    heads = head_revisions()
+    try:
+        with engine.connect() as connection:
+            current = current_revisions(connection)
+        if current == heads:
+            return
+        _check_known(current)
+        with _locked_migration_connection(engine) as connection:
+            _check_known(current_revisions(connection))
+            command.upgrade(alembic_config(connection), "head")
+    except OperationalError as exc:
+        raise StoreUnavailable(f"cannot use the database at {engine.url!r}: {exc.orig}") from exc
+    except CommandError as exc:  # pragma: no cover - only with a broken migrations directory
+        raise StoreUnavailable(f"cannot migrate the database: {exc}") from exc
