@@ -34,10 +34,12 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so each command module can import `cli` helpers above without cycles.
-    from bananagate.cli import keys, serve
+    from bananagate.cli import channels, collage, keys, serve
 
     cli.add_command(serve.serve)
     cli.add_command(keys.keys)
+    cli.add_command(channels.channels)
+    cli.add_command(collage.collage)
 
 
 _register()

@@ -90,7 +90,8 @@ def create(ctx: click.Context, name: str, quiet: bool, data_dir: Path | None) ->
             raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--name'") from exc
         except KeyNameTaken as exc:
             existing = store.keys.get_key(name)
-            hint = " (it is revoked, but names of revoked keys stay taken)" if existing and not existing.active else ""
+            revoked = existing is not None and not existing.active
+            hint = " (it is revoked, but names of revoked keys stay taken)" if revoked else ""
             raise click.ClickException(f"{exc}{hint}") from exc
     if not quiet:
         Console(stderr=True).print(

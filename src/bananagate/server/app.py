@@ -20,6 +20,7 @@ from bananagate.providers.base import Provider
 from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.gemini import GeminiRoutes
 from bananagate.server.middleware import RequestContextMiddleware
+from bananagate.server.pipeline import Pipeline
 from bananagate.server.responses import error_response, json_response
 from bananagate.server.routing import ModelRouter
 from bananagate.settings import Settings
@@ -75,7 +76,8 @@ def create_app(
         await anyio.to_thread.run_sync(current_store().touch, key_id, datetime.now(UTC))
 
     router = ModelRouter(provider or _default_provider(settings))
-    gemini = GeminiRoutes(router, Authenticator(lookup, touch), settings.max_body_bytes)
+    pipeline = Pipeline(router)
+    gemini = GeminiRoutes(pipeline, Authenticator(lookup, touch), settings.max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -14,10 +14,10 @@ from bananagate.protocol.catalog import ImageModel, strip_model_prefix
 from bananagate.protocol.errors import ApiError, invalid_argument, model_not_found
 from bananagate.protocol.validation import load_json_object, parse_and_check, parse_generate_request
 from bananagate.providers.base import Call, Method, UpstreamError, UpstreamTimeout
-from bananagate.server.auth import Authenticator
+from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.body import read_body
+from bananagate.server.pipeline import Pipeline
 from bananagate.server.responses import JSON_TYPE, json_response, raw_json_response
-from bananagate.server.routing import ModelRouter
 
 log = logging.getLogger("bananagate.server")
 
@@ -58,8 +58,9 @@ def method_not_allowed(method: str, path: str) -> ApiError:
 
 
 class GeminiRoutes:
-    def __init__(self, router: ModelRouter, auth: Authenticator, max_body_bytes: int) -> None:
-        self.router = router
+    def __init__(self, pipeline: Pipeline, auth: Authenticator, max_body_bytes: int) -> None:
+        self.pipeline = pipeline
+        self.router = pipeline.router
         self.auth = auth
         self.max_body_bytes = max_body_bytes
 
@@ -82,7 +83,7 @@ class GeminiRoutes:
         if method not in MODEL_METHODS or not model_id:
             raise not_found(request.url.path)
         self._require(request, "POST")
-        await self.auth.authenticate(request)
+        principal = await self.auth.authenticate(request)
         model = self.router.find(model_id)
         if model is None:
             shown = "StreamGenerateContent" if method == "streamGenerateContent" else method
@@ -92,8 +93,8 @@ class GeminiRoutes:
             return self.count_tokens(body, model)
         call = self._call(request, model, model_id, method, body)  # type: ignore[arg-type]
         if method == "streamGenerateContent":
-            return await self.stream(request, call)
-        return await self.generate(call)
+            return await self.stream(request, call, principal)
+        return await self.generate(call, principal)
 
     @staticmethod
     def _require(request: Request, method: str) -> None:
@@ -144,20 +145,18 @@ class GeminiRoutes:
             request_id=request.scope.get("state", {}).get("request_id", ""),
         )
 
-    async def generate(self, call: Call) -> Response:
-        provider = self.router.provider_for(call.model)
+    async def generate(self, call: Call, principal: Principal) -> Response:
         try:
-            answer = await provider.generate(call)
+            answer = await self.pipeline.generate(call, principal)
         except UpstreamError as exc:
             raise exc.error from None
         except UpstreamTimeout:
             raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
-        return raw_json_response(answer.body, answer.status)
+        return raw_json_response(answer.body, answer.status, answer.headers or None)
 
-    async def stream(self, request: Request, call: Call) -> Response:
+    async def stream(self, request: Request, call: Call, principal: Principal) -> Response:
         sse = request.query_params.get("alt", "json").lower() == "sse"
-        provider = self.router.provider_for(call.model)
-        events = provider.stream(call)
+        events = self.pipeline.stream(call, principal)
         # Fetch the first event before answering: a failure now is an ordinary error response.
         try:
             first = await events.__anext__()
@@ -183,26 +182,28 @@ def _error_event(exc: BaseException) -> bytes:
     return orjson.dumps(error.to_dict())
 
 
-async def _events_after(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _events_after(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     """The provider's events with a failure after the start turned into a final error event."""
-    if first is not None:
-        yield first
-        try:
-            async for event in rest:
-                yield event
-        except (UpstreamError, UpstreamTimeout, ApiError) as exc:
-            yield _error_event(exc)
-        except Exception as exc:
-            yield _error_event(exc)
+    try:
+        if first is not None:
+            yield first
+            try:
+                async for event in rest:
+                    yield event
+            except Exception as exc:
+                yield _error_event(exc)
+    finally:
+        # Closes the upstream side at once when the client goes away mid-stream.
+        await rest.aclose()
 
 
-async def _sse_frames(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _sse_frames(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     # Google's framing: one `data: <json>` line per event, CRLF line ends, no [DONE].
     async for event in _events_after(first, rest):
         yield b"data: " + event + b"\r\n\r\n"
 
 
-async def _json_array(first: bytes | None, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _json_array(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     # Without alt=sse the stream is one JSON array, written progressively.
     yield b"["
     separator = b""

@@ -1,10 +1,8 @@
-"""The gateway's database: API keys (and later budgets and usage), via SQLAlchemy + Alembic.
+"""The gateway's database: API keys (later also budgets and usage), via SQLAlchemy and Alembic.
 
-    from bananagate.store import Store, ensure_default_key
-
-    with Store.open("sqlite:////var/lib/bananagate/bananagate.db") as store:
-        record, secret = store.keys.create_key("ci")
-        assert store.keys.authenticate(secret) == record
+Open it with `Store.open(url)`, which migrates the schema, then e.g.
+`record, secret = store.create_key("ci")` and `store.authenticate(secret)`.
+The server calls `ensure_default_key(store, data_dir)` on start-up.
 """
 
 from __future__ import annotations

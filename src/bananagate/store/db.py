@@ -19,10 +19,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool, StaticPool
@@ -30,6 +29,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from bananagate.store.errors import SchemaTooNew, StoreUnavailable
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 # How long a SQLite connection waits for another writer's lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -86,9 +86,7 @@ def create_store_engine(url: str | URL) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if is_sqlite_memory(parsed):
-            engine = _new_engine(
-                parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
-            )
+            engine = _new_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
             assert parsed.database is not None
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -115,12 +113,16 @@ def head_revisions() -> set[str]:
 
 
 def current_revisions(connection: Connection) -> set[str]:
-    return set(MigrationContext.configure(connection).get_current_heads())
+    """The revisions the database is at (empty before the first migration)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return set()
+    return set(connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
 
 
 def _check_known(current: set[str]) -> None:
     script = ScriptDirectory.from_config(alembic_config())
-    unknown = {rev for rev in current if script.get_revision(rev) is None}
+    known = {revision.revision for revision in script.walk_revisions()}
+    unknown = current - known
     if unknown:
         raise SchemaTooNew(
             f"the database schema is at revision {', '.join(sorted(unknown))}, which this version "
@@ -128,10 +130,13 @@ def _check_known(current: set[str]) -> None:
         )
 
 
-def _sqlite_begin_immediate(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_migration_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions start (see the "begin"
     # listener below), so that DDL runs inside them.
     dbapi_connection.isolation_level = None
+    # Batch migrations copy and drop tables; with foreign keys enforced, dropping a referenced
+    # table would cascade. (The pragma only takes effect outside a transaction, hence here.)
+    dbapi_connection.execute("PRAGMA foreign_keys = OFF")
 
 
 def _emit_begin_immediate(connection: Connection) -> None:
@@ -145,7 +150,7 @@ def _locked_migration_connection(engine: Engine) -> Iterator[Connection]:
     if backend == "sqlite" and not is_sqlite_memory(engine.url):
         lock_engine = create_engine(engine.url, poolclass=NullPool)
         event.listen(lock_engine, "connect", _sqlite_pragmas)
-        event.listen(lock_engine, "connect", _sqlite_begin_immediate)
+        event.listen(lock_engine, "connect", _sqlite_migration_connect)
         event.listen(lock_engine, "begin", _emit_begin_immediate)
         try:
             with lock_engine.begin() as connection:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
-from bananagate.settings import Settings
 from bananagate.store.db import create_store_engine, upgrade_schema
 from bananagate.store.keys import ApiKeyRecord, KeyRepository
+
+if TYPE_CHECKING:
+    from bananagate.settings import Settings
 
 
 class Store:

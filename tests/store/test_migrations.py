@@ -1,0 +1,163 @@
+"""Schema creation: at open time, idempotent, safe with concurrent processes, in step with models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from bananagate.store import SchemaTooNew, Store, StoreUnavailable
+from bananagate.store.db import alembic_config, head_revisions
+from bananagate.store.schema import Base
+
+
+def _revision(store: Store) -> set[str]:
+    with store.engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def test_open_creates_schema_at_head(store: Store) -> None:
+    assert _revision(store) == head_revisions() == {"0001"}
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"api_keys", "alembic_version"} <= tables
+
+
+def test_reopening_is_idempotent_and_keeps_data(db_url: str) -> None:
+    with Store.open(db_url) as first:
+        _, secret = first.keys.create_key("ci")
+    for _ in range(2):
+        with Store.open(db_url) as again:
+            assert again.keys.authenticate(secret) is not None
+            assert _revision(again) == head_revisions()
+
+
+def test_models_match_migrations(store: Store) -> None:
+    with store.engine.connect() as connection:
+        diff = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+        )
+    assert diff == []
+
+
+def test_downgrade_and_upgrade_again(store: Store) -> None:
+    with store.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "base")
+    assert "api_keys" not in inspect(store.engine).get_table_names()
+    with Store.open(store.url.render_as_string(hide_password=False)) as reopened:
+        assert reopened.keys.count_keys() == 0
+        assert _revision(reopened) == head_revisions()
+
+
+def test_database_from_a_newer_version_is_refused(store: Store, db_url: str) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = 'ffff9999'"))
+    with pytest.raises(SchemaTooNew, match="ffff9999"):
+        Store.open(db_url)
+
+
+def test_sqlite_connection_settings(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'nested' / 'dir' / 'x.db'}") as store:
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert (tmp_path / "nested" / "dir" / "x.db").exists()
+
+
+def test_sqlite_in_memory_is_shared_across_threads() -> None:
+    with Store.open("sqlite://") as store:
+        _, secret = store.keys.create_key("ci")
+        found: list[object] = []
+        worker = threading.Thread(target=lambda: found.append(store.keys.authenticate(secret)))
+        worker.start()
+        worker.join()
+        assert found[0] is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
+        "mysql+nosuchdriver://u@localhost/db",
+        "not a url",
+    ],
+)
+def test_unusable_database_raises_store_unavailable(url: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        Store.open(url)
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from bananagate.store import Store
+
+    url, go, ready, name = sys.argv[1:5]
+    Path(ready).touch()
+    while not Path(go).exists():
+        time.sleep(0.002)
+    with Store.open(url) as store:
+        store.keys.create_key(name)
+    """
+)
+
+
+def test_concurrent_first_open_by_several_processes(db_url: str, data_dir: Path, tmp_path: Path) -> None:
+    """Several processes open a brand-new database at the same moment: all of them succeed."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    go = tmp_path / "go"
+    workers = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, db_url, str(go), str(tmp_path / f"ready{i}"), f"p{i}"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not all((tmp_path / f"ready{i}").exists() for i in range(workers)):
+            assert time.monotonic() < deadline, "workers did not start"
+            time.sleep(0.01)
+        go.touch()
+        results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [code for code, _ in results] == [0] * workers, results
+    with Store.open(db_url) as store:
+        assert sorted(r.name for r in store.keys.list_keys()) == [f"p{i}" for i in range(workers)]
+        assert _revision(store) == head_revisions()
+
+
+def test_sqlite_reader_and_writer_processes_at_once(tmp_path: Path) -> None:
+    """A long-lived store (the server) keeps working while another process writes."""
+    url = f"sqlite:///{tmp_path / 'bananagate.db'}"
+    with Store.open(url) as server:
+        _, secret = server.keys.create_key("server")
+        # Hold a read transaction open, as a busy server might, while another process writes.
+        engine = create_engine(url, poolclass=NullPool)
+        with engine.connect() as reader:
+            reader.exec_driver_sql("BEGIN")
+            reader.exec_driver_sql("SELECT count(*) FROM api_keys").scalar()
+            (tmp_path / "go").touch()
+            worker = [sys.executable, "-c", WORKER, url, str(tmp_path / "go"), str(tmp_path / "r"), "cli"]
+            code = subprocess.run(worker, timeout=60, check=False).returncode
+            assert code == 0
+            reader.exec_driver_sql("COMMIT")
+        engine.dispose()
+        assert server.keys.get_key("cli") is not None
+        assert server.keys.authenticate(secret) is not None
