@@ -117,7 +117,7 @@ async def test_text_only_modality_has_no_image() -> None:
 @pytest.mark.parametrize("model_id", [PRO_3, FLASH_31])
 async def test_thinking_model_thoughts_and_signature(model_id: str) -> None:
     call = make_call(model_id, request_body("a fox", include_thoughts=True))
-    answer, response = await _answer(call)
+    _, response = await _answer(call)
     parts = parts_of(response)
     assert parts[0]["thought"] is True and parts[0]["text"]
     assert "thought" not in parts[1] and "text" in parts[1]

@@ -34,12 +34,16 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so each command module can import `cli` helpers above without cycles.
-    from bananagate.cli import channels, collage, keys, serve
+    from bananagate.cli import batch, channels, collage, generate, keys, serve
 
     cli.add_command(serve.serve)
     cli.add_command(keys.keys)
     cli.add_command(channels.channels)
     cli.add_command(collage.collage)
+    cli.add_command(generate.generate)
+    cli.add_command(generate.edit)
+    cli.add_command(generate.compose)
+    cli.add_command(batch.batch)
 
 
 _register()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -89,7 +90,8 @@ def resource_exhausted(message: str, retry_delay_seconds: float | None = None) -
     headers: dict[str, str] = {}
     if retry_delay_seconds is not None:
         details.append({"@type": RETRY_INFO_TYPE, "retryDelay": format_duration(retry_delay_seconds)})
-        headers["retry-after"] = str(max(0, round(retry_delay_seconds)))
+        # Retry-After is whole seconds; round up so a client never retries before the delay.
+        headers["retry-after"] = str(max(0, math.ceil(retry_delay_seconds)))
     return ApiError(429, message, "RESOURCE_EXHAUSTED", details, headers)
 
 

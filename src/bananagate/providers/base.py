@@ -30,6 +30,9 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
     timeout: float | None = None
+    # Filled in by the router as it works, read by metering and the response headers.
+    attempts: int = 0
+    channel: str | None = None
 
 
 @dataclass(slots=True)

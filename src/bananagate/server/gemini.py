@@ -152,7 +152,7 @@ class GeminiRoutes:
             raise exc.error from None
         except UpstreamTimeout:
             raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
-        return raw_json_response(answer.body, answer.status, answer.headers or None)
+        return raw_json_response(answer.body, answer.status, {**answer.headers, **_trace_headers(call)})
 
     async def stream(self, request: Request, call: Call, principal: Principal) -> Response:
         sse = request.query_params.get("alt", "json").lower() == "sse"
@@ -168,7 +168,16 @@ class GeminiRoutes:
             raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
         body = _sse_frames(first, events) if sse else _json_array(first, events)
         media_type = "text/event-stream" if sse else JSON_TYPE
-        return StreamingResponse(body, media_type=media_type, headers={"cache-control": "no-cache"})
+        headers = {"cache-control": "no-cache", **_trace_headers(call)}
+        return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+def _trace_headers(call: Call) -> dict[str, str]:
+    """Where the answer came from: how many upstream attempts it took and which channel served it."""
+    headers = {"x-bananagate-attempts": str(max(call.attempts, 1))}
+    if call.channel:
+        headers["x-bananagate-channel"] = call.channel
+    return headers
 
 
 def _error_event(exc: BaseException) -> bytes:

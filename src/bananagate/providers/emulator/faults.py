@@ -98,8 +98,8 @@ MAX_DURATION = 300.0
 MAX_COUNT = 1_000_000
 
 _PROMPT_DIRECTIVE = re.compile(r"\[\s*emulate\s*:([^\]]*)\]", re.IGNORECASE)
-_DURATION = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)(ms|s)?", re.IGNORECASE)
-_INTEGER = re.compile(r"\d+")
+_DURATION = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?)(ms|s)?", re.IGNORECASE | re.ASCII)
+_INTEGER = re.compile(r"\d+", re.ASCII)
 _WHITESPACE = re.compile(r"\s+")
 _SHOWN_LIMIT = 120
 
@@ -171,13 +171,14 @@ def _duration(name: str, value: str) -> float:
 
 
 def _count(name: str, value: str, minimum: int) -> int:
-    if _INTEGER.fullmatch(value) is None or not minimum <= int(value) <= MAX_COUNT:
+    # The length check comes first: int() refuses strings over 4300 digits with a ValueError.
+    if len(value) > 12 or _INTEGER.fullmatch(value) is None or not minimum <= int(value) <= MAX_COUNT:
         raise bad_directive(f"{name}={value}: expected an integer from {minimum} to {MAX_COUNT}")
     return int(value)
 
 
 def _status(value: str) -> int:
-    if _INTEGER.fullmatch(value) is None or not 400 <= int(value) <= 599:
+    if len(value) > 12 or _INTEGER.fullmatch(value) is None or not 400 <= int(value) <= 599:
         raise bad_directive(f"status={value}: expected an HTTP error code from 400 to 599")
     return int(value)
 

@@ -151,9 +151,40 @@ def _font(size: int) -> Font:
     return ImageFont.load_default(size=max(1, size))
 
 
+# Characters the embedded font (Aileron) lacks and that do not decompose under NFKD.
+_ASCII_STAND_INS = str.maketrans(
+    {
+        "—": "-",
+        "–": "-",
+        "•": "*",
+        "€": "EUR",
+        "£": "GBP",
+        "¥": "JPY",
+        "®": "(R)",
+        "×": "x",
+        "÷": "/",
+        "¿": "?",
+        "¡": "!",
+        "ß": "ss",
+        "æ": "ae",
+        "Æ": "AE",
+        "ø": "o",
+        "Ø": "O",
+        "œ": "oe",
+        "Œ": "OE",
+        "ð": "d",
+        "þ": "th",
+    }
+)
+
+
 def drawable(text: str) -> str:
-    """Text the embedded font can show: accents folded (é -> e), controls dropped."""
-    folded = unicodedata.normalize("NFKD", text)
+    """Text the embedded font can show: accents folded (é -> e), controls dropped.
+
+    Scripts the font does not cover at all (CJK, Cyrillic...) still draw as boxes; the text part
+    of the answer carries the prompt verbatim.
+    """
+    folded = unicodedata.normalize("NFKD", text.translate(_ASCII_STAND_INS))
     out = []
     for ch in folded:
         if unicodedata.combining(ch):
@@ -289,8 +320,12 @@ def _draw_tiles(canvas: Image.Image, box: Box, tiles: tuple[Tile, ...], palette:
     cols, rows = _grid(len(tiles), bw, bh, aspects)
     cw, ch = bw // cols, bh // rows
     gap = min(gap // 2, cw // 8, ch // 8)
+    last_row = (len(tiles) - 1) // cols
     for index, tile in enumerate(tiles):
-        cx, cy = x0 + (index % cols) * cw, y0 + (index // cols) * ch
+        row = index // cols
+        # An incomplete last row is centred rather than left-aligned.
+        shift = (cols * (row + 1) - len(tiles)) * cw // 2 if row == last_row else 0
+        cx, cy = x0 + (index % cols) * cw + shift, y0 + row * ch
         cell = (cx + gap, cy + gap, cx + cw - gap, cy + ch - gap)
         if cell[2] - cell[0] < 2 or cell[3] - cell[1] < 2:
             continue

@@ -1,0 +1,117 @@
+"""Read what metering needs from a `GenerateContentResponse` without parsing its images.
+
+An image answer is megabytes of Base64 and a few hundred bytes of everything else. These
+functions find the small fields by byte search (Base64 never contains `"`, `{` or `}`), so a
+gateway that forwards the answer untouched pays microseconds, not a full JSON parse.
+Field names are matched in either casing, as relays differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from bananagate.protocol.response import Usage
+
+_USAGE_KEYS = (b'"usageMetadata"', b'"usage_metadata"')
+_FINISH_KEYS = (b'"finishReason"', b'"finish_reason"')
+_IMAGE_KEYS = (b'"inlineData"', b'"inline_data"')
+_THOUGHT_TRUE = (b'"thought":true', b'"thought": true')
+
+
+def _balanced_object(body: bytes, start: int) -> bytes | None:
+    """The `{...}` starting at or after `start`, matched by brace depth (strings skipped)."""
+    open_at = body.find(b"{", start)
+    if open_at < 0:
+        return None
+    depth = 0
+    i = open_at
+    n = len(body)
+    while i < n:
+        ch = body[i]
+        if ch == 0x22:  # a string: jump to its closing quote, honouring escapes
+            i += 1
+            while i < n:
+                c = body[i]
+                if c == 0x5C:
+                    i += 2
+                    continue
+                if c == 0x22:
+                    break
+                i += 1
+        elif ch == 0x7B:
+            depth += 1
+        elif ch == 0x7D:
+            depth -= 1
+            if depth == 0:
+                return body[open_at : i + 1]
+        i += 1
+    return None
+
+
+def _last_key(body: bytes, keys: tuple[bytes, ...]) -> int:
+    return max(body.rfind(k) for k in keys)
+
+
+def scan_usage_dict(body: bytes) -> dict[str, Any] | None:
+    """The last `usageMetadata` object of a response (or of a stream event), parsed, or None."""
+    at = _last_key(body, _USAGE_KEYS)
+    if at < 0:
+        return None
+    raw = _balanced_object(body, at)
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def scan_usage(body: bytes) -> Usage:
+    """`usageMetadata` as numbers; zeros when the answer has none."""
+    return Usage.from_wire(scan_usage_dict(body))
+
+
+def scan_finish_reason(body: bytes) -> str | None:
+    """The last `finishReason` value in the body, or None."""
+    at = _last_key(body, _FINISH_KEYS)
+    if at < 0:
+        return None
+    colon = body.find(b":", at)
+    open_quote = body.find(b'"', colon + 1)
+    close_quote = body.find(b'"', open_quote + 1)
+    if colon < 0 or open_quote < 0 or close_quote < 0:
+        return None
+    value = body[open_quote + 1 : close_quote].decode("ascii", "replace").strip()
+    return value.upper() or None
+
+
+def _part_bounds(body: bytes, key_at: int) -> tuple[int, int]:
+    """Start and end of the part object holding the key at `key_at`, skipping the Base64 payload."""
+    start = body.rfind(b"{", 0, key_at)
+    blob_end = body.find(b"}", key_at)  # the inlineData object closes after its data string
+    end = body.find(b"}", blob_end + 1) if blob_end >= 0 else -1
+    return max(start, 0), (end if end >= 0 else len(body))
+
+
+def count_output_images(body: bytes) -> int:
+    """Number of final (non-thought) inline images in a response or stream event."""
+    count = 0
+    for key in _IMAGE_KEYS:
+        at = body.find(key)
+        while at >= 0:
+            start, end = _part_bounds(body, at)
+            # The part's own keys sit before the blob or after it; the Base64 holds no quotes.
+            head = body[start:at]
+            tail = body[body.find(b"}", at) : end + 1]
+            if not any(t in head or t in tail for t in _THOUGHT_TRUE):
+                count += 1
+            at = body.find(key, at + len(key))
+    return count
+
+
+def is_error_event(event: bytes) -> bool:
+    """True for a stream event that carries an error envelope instead of a response."""
+    return event.lstrip()[:9] == b'{"error":'
