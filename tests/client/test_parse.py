@@ -44,7 +44,11 @@ def to_snake(value: Any, choose: Any = None) -> Any:
 b64 = st.binary(min_size=1, max_size=40).map(lambda b: base64.b64encode(b).decode())
 text_part = st.fixed_dictionaries({"text": st.text(max_size=20)}, optional={"thought": st.booleans()})
 image_part = st.fixed_dictionaries(
-    {"inlineData": st.fixed_dictionaries({"mimeType": st.sampled_from(["image/png", "image/jpeg"]), "data": b64})},
+    {
+        "inlineData": st.fixed_dictionaries(
+            {"mimeType": st.sampled_from(["image/png", "image/jpeg"]), "data": b64}
+        )
+    },
     optional={"thought": st.booleans(), "thoughtSignature": b64},
 )
 usage = st.fixed_dictionaries(
@@ -60,7 +64,11 @@ usage = st.fixed_dictionaries(
     },
 )
 candidate = st.fixed_dictionaries(
-    {"content": st.fixed_dictionaries({"role": st.just("model"), "parts": st.lists(text_part | image_part, max_size=5)})},
+    {
+        "content": st.fixed_dictionaries(
+            {"role": st.just("model"), "parts": st.lists(text_part | image_part, max_size=5)}
+        )
+    },
     optional={
         "finishReason": st.sampled_from(["STOP", "IMAGE_SAFETY", "NO_IMAGE"]),
         "finishMessage": st.text(max_size=10),
@@ -79,7 +87,16 @@ response = st.fixed_dictionaries(
 
 def summary(body: dict[str, Any]) -> tuple[Any, ...]:
     r = parse_result(body)
-    return (r.images, r.text, r.finish_reason, r.finish_message, r.usage, r.block_reason, r.model_version, r.response_id)
+    return (
+        r.images,
+        r.text,
+        r.finish_reason,
+        r.finish_message,
+        r.usage,
+        r.block_reason,
+        r.model_version,
+        r.response_id,
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -129,8 +146,16 @@ def test_fixed_pair_snake_and_camel() -> None:
 def test_final_image_is_the_last_non_thought_image_and_all_are_exposed() -> None:
     parts = [
         {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(b"one").decode()}},
-        {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(b"thought").decode()}, "thought": True},
-        {"inline_data": {"mime_type": "image/webp", "data": base64.urlsafe_b64encode(b"two\xff\xfe").decode().rstrip("=")}},
+        {
+            "inlineData": {"mimeType": "image/png", "data": base64.b64encode(b"thought").decode()},
+            "thought": True,
+        },
+        {
+            "inline_data": {
+                "mime_type": "image/webp",
+                "data": base64.urlsafe_b64encode(b"two\xff\xfe").decode().rstrip("="),
+            }
+        },
     ]
     result = parse_result({"candidates": [{"content": {"parts": parts}, "finishReason": "STOP"}]})
     assert [i.data for i in result.images] == [b"one", b"two\xff\xfe"]
@@ -149,13 +174,39 @@ def test_cost_and_request_id_come_from_headers_or_body() -> None:
 @pytest.mark.parametrize(
     ("body", "error", "reason"),
     [
-        ({"candidates": [{"content": {"role": "model"}, "finishReason": "IMAGE_SAFETY", "finishMessage": "filtered"}]}, SafetyBlockedError, "IMAGE_SAFETY"),
+        (
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model"},
+                        "finishReason": "IMAGE_SAFETY",
+                        "finishMessage": "filtered",
+                    }
+                ]
+            },
+            SafetyBlockedError,
+            "IMAGE_SAFETY",
+        ),
         ({"promptFeedback": {"blockReason": "SAFETY"}}, SafetyBlockedError, "SAFETY"),
-        ({"candidates": [{"content": {"parts": [{"text": "I can't draw that"}]}, "finishReason": "NO_IMAGE"}]}, NoImageError, "NO_IMAGE"),
-        ({"candidates": [{"content": {"parts": [{"text": "Just words"}]}, "finishReason": "STOP"}]}, NoImageError, "STOP"),
+        (
+            {
+                "candidates": [
+                    {"content": {"parts": [{"text": "I can't draw that"}]}, "finishReason": "NO_IMAGE"}
+                ]
+            },
+            NoImageError,
+            "NO_IMAGE",
+        ),
+        (
+            {"candidates": [{"content": {"parts": [{"text": "Just words"}]}, "finishReason": "STOP"}]},
+            NoImageError,
+            "STOP",
+        ),
     ],
 )
-def test_no_image_answers_raise_typed_errors(body: dict[str, Any], error: type[NoImageError], reason: str) -> None:
+def test_no_image_answers_raise_typed_errors(
+    body: dict[str, Any], error: type[NoImageError], reason: str
+) -> None:
     with pytest.raises(error) as info:
         require_image(parse_result(body))
     exc = info.value
@@ -179,10 +230,34 @@ def test_google_envelope_with_retry_info() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "cls", "code", "message"),
     [
-        (400, b'{"error":{"message":"model name is required","type":"comet_api_error","param":"","code":"invalid_request"}}', InvalidRequestError, "invalid_request", "model name is required"),
-        (401, b'[{"error": {"code": 401, "message": "bad key", "status": "UNAUTHENTICATED"}}]', AuthenticationError, "UNAUTHENTICATED", "bad key"),
-        (403, b'{"error": {"code": 403, "message": "no", "status": "PERMISSION_DENIED"}}', AuthenticationError, "PERMISSION_DENIED", "no"),
-        (404, b'{"error": {"code": 404, "message": "models/x is not found", "status": "NOT_FOUND"}}', NotFoundError, "NOT_FOUND", "models/x is not found"),
+        (
+            400,
+            b'{"error":{"message":"model name is required","type":"comet_api_error","param":"","code":"invalid_request"}}',
+            InvalidRequestError,
+            "invalid_request",
+            "model name is required",
+        ),
+        (
+            401,
+            b'[{"error": {"code": 401, "message": "bad key", "status": "UNAUTHENTICATED"}}]',
+            AuthenticationError,
+            "UNAUTHENTICATED",
+            "bad key",
+        ),
+        (
+            403,
+            b'{"error": {"code": 403, "message": "no", "status": "PERMISSION_DENIED"}}',
+            AuthenticationError,
+            "PERMISSION_DENIED",
+            "no",
+        ),
+        (
+            404,
+            b'{"error": {"code": 404, "message": "models/x is not found", "status": "NOT_FOUND"}}',
+            NotFoundError,
+            "NOT_FOUND",
+            "models/x is not found",
+        ),
         (502, b"<html>Bad Gateway</html>", ServerError, None, "<html>Bad Gateway</html>"),
         (503, b"", ServerError, None, "HTTP 503 with no message"),
     ],

@@ -18,7 +18,17 @@ from bananagate.client.inputs import load_image, sniff_mime
 from tests.client.conftest import INPUT_KINDS, as_input, png_bytes
 
 OK_PNG = base64.b64encode(png_bytes((8, 8))).decode()
-OK_BODY = {"candidates": [{"content": {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": OK_PNG}}]}, "finishReason": "STOP"}]}
+OK_BODY = {
+    "candidates": [
+        {
+            "content": {
+                "role": "model",
+                "parts": [{"inlineData": {"mimeType": "image/png", "data": OK_PNG}}],
+            },
+            "finishReason": "STOP",
+        }
+    ]
+}
 
 
 def recorder() -> tuple[list[httpx.Request], httpx.MockTransport]:
@@ -54,12 +64,17 @@ def test_every_input_kind_becomes_bare_base64(kind: str, sample_png: Path) -> No
 def test_generate_body_and_url() -> None:
     seen, transport = recorder()
     with Client("k", base_url="http://gw/prefix/", transport=transport) as client:
-        client.generate("a cat", model="models/gemini-3-pro-image-preview", aspect_ratio="16:9", image_size="2k")
+        client.generate(
+            "a cat", model="models/gemini-3-pro-image-preview", aspect_ratio="16:9", image_size="2k"
+        )
     (request,) = seen
     assert str(request.url) == "http://gw/prefix/v1beta/models/gemini-3-pro-image-preview:generateContent"
     assert body_of(request) == {
         "contents": [{"role": "user", "parts": [{"text": "a cat"}]}],
-        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9", "imageSize": "2K"}},
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": {"aspectRatio": "16:9", "imageSize": "2K"},
+        },
     }
 
 
@@ -109,7 +124,11 @@ def test_environment_and_default_key_file(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("BANANAGATE_API_KEY", "sk-env")
     monkeypatch.setenv("BANANAGATE_AUTH", "raw")
     env = Client()
-    assert (env.config.base_url, env.config.api_key, env.config.auth) == ("http://localhost:9000", "sk-env", "raw")
+    assert (env.config.base_url, env.config.api_key, env.config.auth) == (
+        "http://localhost:9000",
+        "sk-env",
+        "raw",
+    )
     assert Client("sk-arg").config.api_key == "sk-arg"
 
 
@@ -122,7 +141,10 @@ def test_timeouts_are_minutes_by_default() -> None:
 def test_too_many_images_refused_before_any_request(method: str) -> None:
     seen, transport = recorder()
     images = [png_bytes()] * 4
-    with Client("k", base_url="http://gw", transport=transport) as client, pytest.raises(TooManyImagesError) as info:
+    with (
+        Client("k", base_url="http://gw", transport=transport) as client,
+        pytest.raises(TooManyImagesError) as info,
+    ):
         getattr(client, method)("combine", images, model="gemini-2.5-flash-image")
     assert seen == []
     assert (info.value.count, info.value.limit) == (4, 3)
@@ -132,7 +154,12 @@ def test_too_many_images_refused_before_any_request(method: str) -> None:
 def test_collage_sends_one_grid_image() -> None:
     seen, transport = recorder()
     with Client("k", base_url="http://gw", transport=transport) as client:
-        client.compose("combine", [png_bytes(color=c) for c in ("red", "green", "blue", "white", "black")], method="collage", labels=True)
+        client.compose(
+            "combine",
+            [png_bytes(color=c) for c in ("red", "green", "blue", "white", "black")],
+            method="collage",
+            labels=True,
+        )
         client.compose("combine", [png_bytes()] * 5, method="auto")
         client.compose("combine", [png_bytes()] * 3, method="auto")
     counts = [sum("inlineData" in p for p in body_of(r)["contents"][0]["parts"]) for r in seen]

@@ -36,7 +36,9 @@ class FakeClock:
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:
-    policy = RetryPolicy(max_attempts=6, initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=0.5, max_elapsed=None)
+    policy = RetryPolicy(
+        max_attempts=6, initial_delay=1.0, multiplier=2.0, max_delay=5.0, jitter=0.5, max_elapsed=None
+    )
     state = RetryState(policy, clock=FakeClock(), rand=lambda: 0.0)
     delays = []
     for _ in range(5):
@@ -67,7 +69,9 @@ def test_other_4xx_are_never_retried(status: int) -> None:
     assert state.delay_after_status(status, retry_after=1.0) is None
 
 
-def flaky(*outcomes: Callable[[httpx.Request], httpx.Response]) -> tuple[list[httpx.Request], httpx.MockTransport]:
+def flaky(
+    *outcomes: Callable[[httpx.Request], httpx.Response],
+) -> tuple[list[httpx.Request], httpx.MockTransport]:
     """A transport answering with each outcome in turn, then 200 forever."""
     seen: list[httpx.Request] = []
 
@@ -100,7 +104,9 @@ def test_dropped_connections_and_retry_after_header(sleeps: list[float]) -> None
         raise_(httpx.ConnectError("connection refused")),
         lambda r: httpx.Response(503, headers={"Retry-After": "9"}, text="overloaded"),
     )
-    with Client("k", base_url="http://gw", transport=transport, retry=RetryPolicy(max_attempts=4, jitter=0)) as client:
+    with Client(
+        "k", base_url="http://gw", transport=transport, retry=RetryPolicy(max_attempts=4, jitter=0)
+    ) as client:
         result = client.generate("x")
     assert len(seen) == 4 and result.attempts == 4
     assert sleeps == [1.0, 2.0, 9.0]  # backoff, backoff, then the server's Retry-After
@@ -108,14 +114,20 @@ def test_dropped_connections_and_retry_after_header(sleeps: list[float]) -> None
 
 def test_timeouts_retry_until_the_cap(sleeps: list[float]) -> None:
     seen, transport = flaky(*[raise_(httpx.ReadTimeout("timed out"))] * 5)
-    with Client("k", base_url="http://gw", transport=transport, max_attempts=3) as client, pytest.raises(APITimeoutError) as info:
+    with (
+        Client("k", base_url="http://gw", transport=transport, max_attempts=3) as client,
+        pytest.raises(APITimeoutError) as info,
+    ):
         client.generate("x")
     assert len(seen) == 3 and info.value.attempts == 3 and len(sleeps) == 2
 
 
 def test_retries_can_be_disabled(sleeps: list[float]) -> None:
     seen, transport = flaky(raise_(httpx.ConnectError("refused")))
-    with Client("k", base_url="http://gw", transport=transport, retry=RetryPolicy.none()) as client, pytest.raises(APIConnectionError):
+    with (
+        Client("k", base_url="http://gw", transport=transport, retry=RetryPolicy.none()) as client,
+        pytest.raises(APIConnectionError),
+    ):
         client.generate("x")
     assert len(seen) == 1 and sleeps == []
 
@@ -123,7 +135,9 @@ def test_retries_can_be_disabled(sleeps: list[float]) -> None:
 # --- against the emulator ------------------------------------------------------------------------
 
 
-def test_429_with_retry_delay_is_retried_after_it_then_succeeds(client: Client, unique: Callable[[str], str]) -> None:
+def test_429_with_retry_delay_is_retried_after_it_then_succeeds(
+    client: Client, unique: Callable[[str], str]
+) -> None:
     started = time.monotonic()
     result = client.generate(unique("a fox [emulate: status=429; retry-delay=1s; times=1]"), **FAST)
     waited = time.monotonic() - started
@@ -134,7 +148,9 @@ def test_429_with_retry_delay_is_retried_after_it_then_succeeds(client: Client, 
 async def test_async_429_is_retried_too(gateway: Gateway, unique: Callable[[str], str]) -> None:
     async with AsyncClient(gateway.key, base_url=gateway.url) as aclient:
         started = time.monotonic()
-        result = await aclient.generate(unique("an owl [emulate: status=429; retry-delay=1s; times=1]"), **FAST)
+        result = await aclient.generate(
+            unique("an owl [emulate: status=429; retry-delay=1s; times=1]"), **FAST
+        )
     assert result.attempts == 2 and time.monotonic() - started >= 1.0
 
 
@@ -150,7 +166,10 @@ def test_400_is_not_retried(client: Client, unique: Callable[[str], str]) -> Non
 def test_attempt_cap_holds(gateway: Gateway, unique: Callable[[str], str]) -> None:
     prompt = unique("a yak [emulate: status=503; times=3]")
     policy = RetryPolicy(max_attempts=3, initial_delay=0.05, max_delay=0.1)
-    with Client(gateway.key, base_url=gateway.url, retry=policy) as capped, pytest.raises(ServerError) as info:
+    with (
+        Client(gateway.key, base_url=gateway.url, retry=policy) as capped,
+        pytest.raises(ServerError) as info,
+    ):
         capped.generate(prompt, **FAST)
     assert info.value.attempts == 3 and info.value.status == 503
     # Exactly three requests reached the server: the fourth identical one is past `times=3`.
@@ -158,15 +177,23 @@ def test_attempt_cap_holds(gateway: Gateway, unique: Callable[[str], str]) -> No
         assert once.generate(prompt, **FAST).image is not None
 
 
-def test_total_time_budget_gives_up_instead_of_sleeping_past_it(gateway: Gateway, unique: Callable[[str], str]) -> None:
+def test_total_time_budget_gives_up_instead_of_sleeping_past_it(
+    gateway: Gateway, unique: Callable[[str], str]
+) -> None:
     policy = RetryPolicy(max_elapsed=0.5)
-    with Client(gateway.key, base_url=gateway.url, retry=policy) as client, pytest.raises(RateLimitError) as info:
+    with (
+        Client(gateway.key, base_url=gateway.url, retry=policy) as client,
+        pytest.raises(RateLimitError) as info,
+    ):
         client.generate(unique("a gnu [emulate: status=429; retry-delay=3s; times=1]"), **FAST)
     assert info.value.attempts == 1 and info.value.retry_after == 3.0
 
 
 def test_slow_answers_time_out_and_are_retried(gateway: Gateway, unique: Callable[[str], str]) -> None:
     policy = RetryPolicy(max_attempts=2, initial_delay=0.05)
-    with Client(gateway.key, base_url=gateway.url, timeout=0.3, retry=policy) as client, pytest.raises(APITimeoutError) as info:
+    with (
+        Client(gateway.key, base_url=gateway.url, timeout=0.3, retry=policy) as client,
+        pytest.raises(APITimeoutError) as info,
+    ):
         client.generate(unique("a sloth [emulate: delay=2]"), **FAST)
     assert info.value.attempts == 2

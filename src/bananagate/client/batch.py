@@ -24,7 +24,7 @@ import orjson
 
 from bananagate.client.aio import AsyncClient
 from bananagate.client.base import ComposeMethod
-from bananagate.client.errors import APIError, NoImageError
+from bananagate.client.errors import APIError, NoImageError, TransportError
 from bananagate.client.result import GenerateResult
 
 MANIFEST = "manifest.jsonl"
@@ -212,6 +212,9 @@ async def run_item(client: AsyncClient, item: BatchItem, out_dir: Path, base_dir
         record.update(status="error", outputs=[], error=str(exc), error_type=type(exc).__name__)
         if isinstance(exc, APIError):
             record["http_status"] = exc.status
+            record["request_id"] = exc.request_id
+        if isinstance(exc, APIError | TransportError):
+            record["attempts"] = exc.attempts
         if isinstance(exc, NoImageError):
             _usage(record, exc.result)
             record["block_reason"] = exc.block_reason

@@ -15,12 +15,13 @@ from urllib.parse import quote
 
 import orjson
 
+from bananagate import __version__
 from bananagate.client.config import ClientConfig
 from bananagate.client.errors import InvalidInputError, TooManyImagesError
 from bananagate.client.inputs import InputImage
 from bananagate.protocol.catalog import find_model, strip_model_prefix
 
-USER_AGENT = "bananagate-python"
+USER_AGENT = f"bananagate-python/{__version__}"
 
 
 @dataclass(frozen=True, slots=True)
