@@ -44,6 +44,9 @@ def _register() -> None:
     cli.add_command(generate.edit)
     cli.add_command(generate.compose)
     cli.add_command(batch.batch)
+    from bananagate.cli import usage
+
+    cli.add_command(usage.usage)
 
 
 _register()

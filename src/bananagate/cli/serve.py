@@ -11,8 +11,12 @@ from rich.console import Console
 
 from bananagate import __version__
 from bananagate.cli import build_settings, data_dir_option
+from bananagate.cli.channels import channel_summary, config_option
+from bananagate.config import ConfigError
 from bananagate.protocol.catalog import MODELS
 from bananagate.server import create_app
+from bananagate.server.admin import ensure_admin_key
+from bananagate.settings import Settings
 from bananagate.store import Store, ensure_default_key
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -22,32 +26,85 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
+def _run_workers(settings: Settings, workers: int) -> None:
+    """Several processes on one port: each builds the app from the environment (settings given
+    as flags are exported for them). Limits are shared only through Redis (BANANAGATE_REDIS_URL);
+    budgets are exact in the database either way."""
+    import os
+    import shutil
+
+    os.environ["BANANAGATE_DATA_DIR"] = str(settings.data_dir)
+    os.environ["BANANAGATE_LOG_LEVEL"] = settings.log_level
+    if settings.config_path is not None:
+        os.environ["BANANAGATE_CONFIG_PATH"] = str(settings.config_path)
+    # Prometheus samples of all workers go to one directory that /metrics aggregates.
+    metrics_dir = settings.data_dir / f"metrics-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    try:
+        uvicorn.run(
+            "bananagate.server.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 @click.command()
 @click.option("--host", default=None, help="Interface to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to bind (default 8000).")
 @data_dir_option
 @click.option("--log-level", default=None, help="debug, info, warning or error (default info).")
-def serve(host: str | None, port: int | None, data_dir: Path | None, log_level: str | None) -> None:
+@config_option
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, help="Worker processes sharing the port (default 1)."
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    log_level: str | None,
+    config_path: Path | None,
+    workers: int,
+) -> None:
     """Run the gateway (Gemini API on the offline emulator unless channels say otherwise)."""
-    settings = build_settings(data_dir, host=host, port=port, log_level=log_level)
+    if config_path is not None and not config_path.is_file():
+        raise click.BadParameter(f"no such file: {config_path}", param_hint="'--config'")
+    settings = build_settings(data_dir, host=host, port=port, log_level=log_level, config_path=config_path)
     _configure_logging(settings.log_level)
     console = Console(stderr=True, highlight=False)
     data = settings.ensure_data_dir()
     store = Store.open(settings.resolved_database_url())
     try:
         new_key = ensure_default_key(store, data)
+        ensure_admin_key(settings.admin_key, data)  # the admin API's key, made on first start
         base = f"http://{settings.host}:{settings.port}"
         console.print(
             f"[bold yellow]bananagate {__version__}[/] serving the Gemini API at [bold]{base}/v1beta[/]"
         )
         console.print(f"  data dir: {data}")
-        console.print(f"  models (offline emulator): {', '.join(m.id for m in MODELS)}")
+        channels = channel_summary(settings, store)
+        console.print(f"  {channels or 'models (offline emulator): ' + ', '.join(m.id for m in MODELS)}")
         if new_key:
             console.print(f"  created API key [bold]default[/]: [bold green]{new_key}[/]")
             console.print(f"  (saved to {data / 'default.key'}, mode 0600; it is not shown again)")
         else:
             console.print("  API keys: see `bananagate keys list`")
-        app = create_app(settings, store=store)
+        try:
+            app = create_app(settings, store=store)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if workers > 1:
+            _run_workers(settings, workers)
+            return
         uvicorn.run(
             app,
             host=settings.host,

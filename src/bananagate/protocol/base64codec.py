@@ -28,7 +28,15 @@ def is_valid_base64(value: str) -> bool:
     return not (pad and len(value) % 4 != 0)
 
 
+# What `\s` matches in an ASCII string.
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
 def has_whitespace(value: str) -> bool:
+    # A regex search walks a 20 MB image string at ~70 MB/s on the event loop; for ASCII text
+    # (all valid Base64) a few substring searches give the same answer ~50 times faster.
+    if value.isascii():
+        return any(c in value for c in _ASCII_WHITESPACE)
     return _WHITESPACE.search(value) is not None
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -17,12 +20,18 @@ from starlette.routing import Route
 
 from bananagate.protocol.errors import ApiError
 from bananagate.providers.base import Provider
+from bananagate.server.admin import AdminApi, ensure_admin_key
 from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.gemini import GeminiRoutes
+from bananagate.server.limits import build_limiter
+from bananagate.server.metering import GatewayMeter, price_table
+from bananagate.server.metrics import Metrics
 from bananagate.server.middleware import RequestContextMiddleware
+from bananagate.server.openai import OpenAIRoutes
 from bananagate.server.pipeline import Pipeline
 from bananagate.server.responses import error_response, json_response
-from bananagate.server.routing import ModelRouter
+from bananagate.server.routing import ModelRouter, build_router
+from bananagate.server.usage import UsageRoutes
 from bananagate.settings import Settings
 from bananagate.store import Store
 
@@ -40,7 +49,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         return error_response(ApiError(404, f"Method not found: {request.url.path}", "NOT_FOUND"))
     if exc.status_code == 405:
         message = f"Method {request.method} is not allowed for {request.url.path}."
-        return error_response(ApiError(405, message, "METHOD_NOT_ALLOWED"))
+        return error_response(ApiError(405, message, "METHOD_NOT_ALLOWED", headers=dict(exc.headers or {})))
     return error_response(ApiError(exc.status_code, str(exc.detail)))
 
 
@@ -69,15 +78,36 @@ def create_app(
         return state["store"]  # type: ignore[return-value]
 
     async def lookup(secret: str) -> Principal | None:
-        record = await anyio.to_thread.run_sync(current_store().authenticate, secret)
-        return Principal(record.id, record.name) if record else None
+        try:
+            record = await anyio.to_thread.run_sync(current_store().authenticate, secret)
+        except SQLAlchemyError as exc:
+            log.error("key lookup failed: %s", exc)
+            raise ApiError(503, "The key store is unavailable; please retry.", "UNAVAILABLE") from None
+        return Principal(record.id, record.name, record.limits) if record else None
 
     async def touch(key_id: int) -> None:
         await anyio.to_thread.run_sync(current_store().touch, key_id, datetime.now(UTC))
 
-    router = ModelRouter(provider or _default_provider(settings))
-    pipeline = Pipeline(router)
-    gemini = GeminiRoutes(pipeline, Authenticator(lookup, touch), settings.max_body_bytes)
+    # Channels from the config file and the database; a given provider serves every model alone.
+    router = ModelRouter(provider) if provider is not None else build_router(settings, current_store)
+    # --- metering: limits, budget reservations, ledger, admin and usage routes, /metrics ---
+    metrics = Metrics()
+    limiter = build_limiter(
+        settings.redis_url, prefix=settings.redis_prefix, lease_ttl=settings.reservation_ttl_seconds
+    )
+    prices = price_table(
+        settings.prices, settings.prices_file, charge_without_image=settings.charge_without_image
+    )
+    meter = GatewayMeter(
+        current_store, limiter, prices, reservation_ttl=settings.reservation_ttl_seconds, metrics=metrics
+    )
+    pipeline = Pipeline(router, meter)
+    authenticator = Authenticator(lookup, touch)
+    gemini = GeminiRoutes(pipeline, authenticator, settings.max_body_bytes)
+    admin_key = functools.cache(lambda: ensure_admin_key(settings.admin_key, settings.data_dir))
+    admin = AdminApi(current_store, admin_key, prices)
+    usage = UsageRoutes(authenticator, current_store)
+    openai = OpenAIRoutes(gemini, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -87,17 +117,30 @@ def create_app(
             state["store"] = await anyio.to_thread.run_sync(Store.open, settings.resolved_database_url())
         else:
             state["store"] = store
+        # Renews this process's holds and releases those of crashed ones (now, then periodically).
+        maintenance = asyncio.create_task(meter.maintain(sweep_interval=settings.sweep_interval_seconds))
         try:
+            await router.start()  # loads database channels and starts watching them
             yield
         finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            await limiter.aclose()
             await router.aclose()
+            await openai.aclose()
             if owned:
                 current_store().close()
 
     all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+            *admin.routes(),
+            *usage.routes(),
+            # OpenAI-compatible routes first: the Gemini catch-all below matches every /v1 path.
+            *openai.routes(),
             Route("/{version}/{path:path}", gemini.dispatch, methods=all_methods),
         ],
         middleware=[Middleware(RequestContextMiddleware)],
@@ -107,3 +150,12 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # An unknown path is a 404 in the envelope, not a 307 to the same path plus `/` (`/v1beta`).
+    app.router.redirect_slashes = False
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app of one `serve --workers N` process: settings from the `BANANAGATE_*` variables
+    the parent exported; each worker opens its own store connections."""
+    return create_app(Settings())

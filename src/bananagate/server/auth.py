@@ -1,22 +1,32 @@
-"""API-key authentication: the four ways clients send a key (protocol reference §2)."""
+"""API-key authentication: the four ways clients send a key (protocol reference §2), then the
+key's own door checks (expiry, client address allow-list)."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
 
 from starlette.requests import Request
 
 from bananagate.protocol.errors import ERROR_INFO_TYPE, ApiError
+from bananagate.store.keys import KeyLimits
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the gateway key that authenticated the request."""
+    """Who is calling: the gateway key that authenticated the request, with its limits."""
 
     key_id: int
     key_name: str
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    client_ip: str | None = None
 
 
 KeyLookup = Callable[[str], Awaitable[Principal | None]]
@@ -63,6 +73,53 @@ def invalid_key_error() -> ApiError:
     )
 
 
+def expired_key_error() -> ApiError:
+    return ApiError(
+        401,
+        "API key expired. Please renew the API key.",
+        "UNAUTHENTICATED",
+        [{"@type": ERROR_INFO_TYPE, "reason": "API_KEY_EXPIRED", "domain": "bananagate"}],
+    )
+
+
+def address_denied_error(ip: str | None) -> ApiError:
+    return ApiError(
+        403,
+        f"The client address {ip or '(unknown)'} is not allowed to use this API key.",
+        "PERMISSION_DENIED",
+        [{"@type": ERROR_INFO_TYPE, "reason": "API_KEY_IP_ADDRESS_BLOCKED", "domain": "bananagate"}],
+    )
+
+
+@lru_cache(maxsize=1024)
+def _networks(blocks: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(b, strict=False) for b in blocks)
+
+
+def address_allowed(ip: str | None, blocks: tuple[str, ...]) -> bool:
+    """True when there is no allow-list or `ip` is inside one of its blocks."""
+    if not blocks:
+        return True
+    if ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == net.version and address in net for net in _networks(blocks))
+
+
+def check_key(principal: Principal, now: datetime | None = None) -> None:
+    """Refuse an expired key (401) or a client outside the key's allow-list (403)."""
+    limits = principal.limits
+    if limits.expires_at is not None and limits.expires_at <= (now or datetime.now(UTC)):
+        raise expired_key_error()
+    if not address_allowed(principal.client_ip, limits.allow_cidrs):
+        raise address_denied_error(principal.client_ip)
+
+
 class Authenticator:
     """Resolves a request to a Principal or raises 401; remembers when each key was last used."""
 
@@ -84,7 +141,11 @@ class Authenticator:
         principal = await self._lookup(secret)
         if principal is None:
             raise invalid_key_error()
+        # The peer address as uvicorn gives it (it applies X-Forwarded-For from trusted proxies).
+        client_ip = request.client.host if request.client else None
+        principal = dataclasses.replace(principal, client_ip=client_ip)
         request.scope.setdefault("state", {})["key_name"] = principal.key_name
+        check_key(principal)
         await self._maybe_touch(principal.key_id)
         return principal
 

@@ -53,8 +53,11 @@ def not_found(path: str) -> ApiError:
     return ApiError(404, f"Method not found: {path}", "NOT_FOUND")
 
 
-def method_not_allowed(method: str, path: str) -> ApiError:
-    return ApiError(405, f"Method {method} is not allowed for {path}.", "METHOD_NOT_ALLOWED")
+def method_not_allowed(method: str, path: str, allowed: str) -> ApiError:
+    # RFC 9110 §15.5.6: a 405 names the methods the resource does allow.
+    return ApiError(
+        405, f"Method {method} is not allowed for {path}.", "METHOD_NOT_ALLOWED", headers={"allow": allowed}
+    )
 
 
 class GeminiRoutes:
@@ -98,8 +101,9 @@ class GeminiRoutes:
 
     @staticmethod
     def _require(request: Request, method: str) -> None:
-        if request.method != method:
-            raise method_not_allowed(request.method, request.url.path)
+        allowed = ("GET", "HEAD") if method == "GET" else (method,)
+        if request.method not in allowed:
+            raise method_not_allowed(request.method, request.url.path, ", ".join(allowed))
 
     def list_models(self, request: Request) -> Response:
         try:
@@ -107,6 +111,8 @@ class GeminiRoutes:
             offset = int(request.query_params.get("pageToken") or "0")
         except ValueError:
             raise invalid_argument("pageSize and pageToken must be integers.") from None
+        if offset < 0:
+            raise invalid_argument(f"Invalid pageToken: {offset}.")
         page_size = max(1, min(page_size, 1000))
         models = [model_resource(m) for m in self.router.models()]
         page = models[offset : offset + page_size]

@@ -1,4 +1,4 @@
-"""The gateway's database: API keys (later also budgets and usage), via SQLAlchemy and Alembic.
+"""The gateway's database: API keys, upstream channels, budgets and usage (SQLAlchemy, Alembic).
 
 Open it with `Store.open(url)`, which migrates the schema, then e.g.
 `record, secret = store.create_key("ci")` and `store.authenticate(secret)`.
@@ -7,6 +7,8 @@ The server calls `ensure_default_key(store, data_dir)` on start-up.
 
 from __future__ import annotations
 
+from bananagate.store.channels import ChannelNameTaken, ChannelRecord, ChannelRepository
+from bananagate.store.crypto import KeyCipher, SecretKeyMismatch, SecretKeyMissing
 from bananagate.store.default_key import DEFAULT_KEY_FILENAME, DEFAULT_KEY_NAME, ensure_default_key
 from bananagate.store.errors import (
     InvalidKeyName,
@@ -15,20 +17,38 @@ from bananagate.store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from bananagate.store.keys import ApiKeyRecord, KeyRepository, generate_secret, hash_secret
+from bananagate.store.gallery import GalleryEntry, GalleryRepository, NewImage
+from bananagate.store.keys import ApiKeyRecord, KeyLimits, KeyRepository, generate_secret, hash_secret
+from bananagate.store.ledger import LedgerRepository, LedgerRow, UsageSummary
+from bananagate.store.reservations import Hold, ReservationRepository
 from bananagate.store.store import Store
 
 __all__ = [
     "DEFAULT_KEY_FILENAME",
     "DEFAULT_KEY_NAME",
     "ApiKeyRecord",
+    "ChannelNameTaken",
+    "ChannelRecord",
+    "ChannelRepository",
+    "GalleryEntry",
+    "GalleryRepository",
+    "Hold",
     "InvalidKeyName",
+    "KeyCipher",
+    "KeyLimits",
     "KeyNameTaken",
     "KeyRepository",
+    "LedgerRepository",
+    "LedgerRow",
+    "NewImage",
+    "ReservationRepository",
     "SchemaTooNew",
+    "SecretKeyMismatch",
+    "SecretKeyMissing",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "UsageSummary",
     "ensure_default_key",
     "generate_secret",
     "hash_secret",

@@ -1,24 +1,28 @@
-"""API keys: creation, authentication, listing and revocation.
+"""API keys: creation, authentication, listing, limits, rotation and revocation.
 
 Secrets look like `sk-` followed by 48 URL-safe characters. Only their SHA-256 is stored, with
-a short prefix for display; the secret itself is returned once, by `create_key`.
+a short prefix for display; the secret itself is returned once, by `create_key` / `rotate_key`.
+Each key may carry limits (`KeyLimits`); money columns are integer nano-dollars.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bananagate.store.errors import InvalidKeyName, KeyNameTaken
-from bananagate.store.schema import NAME_MAX_LENGTH, ApiKey
+from bananagate.store.schema import LABEL_MAX_LENGTH, NAME_MAX_LENGTH, ApiKey
 
 SECRET_PREFIX = "sk-"
 # Characters of the secret kept in clear for display: "sk-" and 7 random characters.
@@ -50,6 +54,64 @@ def validate_key_name(name: str) -> str:
     return name
 
 
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(item for item in (text or "").split(",") if item)
+
+
+def _join(items: Iterable[str] | None) -> str | None:
+    values = [item.strip() for item in items or () if item.strip()]
+    return ",".join(values) if values else None
+
+
+def validate_cidrs(blocks: Iterable[str]) -> tuple[str, ...]:
+    """Normalized CIDR blocks (`10.0.0.0/8`, `::1/128`, a bare address); ValueError when invalid."""
+    return tuple(str(ipaddress.ip_network(block.strip(), strict=False)) for block in blocks if block.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What a key may do. None / empty means unlimited."""
+
+    models: tuple[str, ...] = ()
+    budget_nanos: int | None = None
+    rpm: int | None = None
+    images_per_day: int | None = None
+    max_concurrent: int | None = None
+    expires_at: datetime | None = None
+    allow_cidrs: tuple[str, ...] = ()
+
+    @property
+    def limited_rate(self) -> bool:
+        """True when a rate/concurrency/daily-image limit needs the limiter at all."""
+        return bool(self.rpm or self.images_per_day or self.max_concurrent)
+
+    def to_columns(self) -> dict[str, Any]:
+        return {
+            "allowed_models": _join(self.models),
+            "budget_nanos": self.budget_nanos,
+            "rpm": self.rpm,
+            "images_per_day": self.images_per_day,
+            "max_concurrent": self.max_concurrent,
+            "expires_at": None if self.expires_at is None else _utc(self.expires_at),
+            "allow_cidrs": _join(validate_cidrs(self.allow_cidrs)),
+        }
+
+
+# Fields `update_key` can change; a value of None clears the limit.
+UPDATABLE = frozenset(
+    {
+        "label",
+        "models",
+        "budget_nanos",
+        "rpm",
+        "images_per_day",
+        "max_concurrent",
+        "expires_at",
+        "allow_cidrs",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """An API key as stored, without its secret. Timestamps are timezone-aware UTC."""
@@ -60,6 +122,21 @@ class ApiKeyRecord:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    label: str | None = None
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    spent_nanos: int = 0
+    reserved_nanos: int = 0
+
+    @property
+    def expired(self) -> bool:
+        expires = self.limits.expires_at
+        return expires is not None and expires <= datetime.now(UTC)
+
+    @property
+    def remaining_nanos(self) -> int | None:
+        """What the budget still allows (None: no budget)."""
+        budget = self.limits.budget_nanos
+        return None if budget is None else max(budget - self.spent_nanos - self.reserved_nanos, 0)
 
     @property
     def active(self) -> bool:
@@ -67,8 +144,10 @@ class ApiKeyRecord:
 
     @property
     def status(self) -> str:
-        """`"active"` or `"revoked"`."""
-        return "active" if self.active else "revoked"
+        """`"active"`, `"expired"` or `"revoked"`."""
+        if not self.active:
+            return "revoked"
+        return "expired" if self.expired else "active"
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyRecord:
@@ -79,7 +158,30 @@ class ApiKeyRecord:
             created_at=row.created_at,
             last_used_at=row.last_used_at,
             revoked_at=row.revoked_at,
+            label=row.label,
+            limits=KeyLimits(
+                models=_split(row.allowed_models),
+                budget_nanos=row.budget_nanos,
+                rpm=row.rpm,
+                images_per_day=row.images_per_day,
+                max_concurrent=row.max_concurrent,
+                expires_at=row.expires_at,
+                allow_cidrs=_split(row.allow_cidrs),
+            ),
+            spent_nanos=row.spent_nanos or 0,
+            reserved_nanos=row.reserved_nanos or 0,
         )
+
+
+def _check_limits(columns: dict[str, Any]) -> dict[str, Any]:
+    for name in ("budget_nanos", "rpm", "images_per_day", "max_concurrent"):
+        value = columns.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ValueError(f"{name} must be a non-negative integer")
+    label = columns.get("label")
+    if label is not None and len(label) > LABEL_MAX_LENGTH:
+        raise ValueError(f"label is longer than {LABEL_MAX_LENGTH} characters")
+    return columns
 
 
 def _utc(when: datetime | None) -> datetime:
@@ -104,19 +206,31 @@ class KeyRepository:
     def _session(self) -> Session:
         return self._sessions()
 
-    def create_key(self, name: str, *, now: datetime | None = None) -> tuple[ApiKeyRecord, str]:
+    def create_key(
+        self,
+        name: str,
+        *,
+        now: datetime | None = None,
+        limits: KeyLimits | None = None,
+        label: str | None = None,
+    ) -> tuple[ApiKeyRecord, str]:
         """Create a key named `name`; return its record and its secret (shown only this once).
 
-        Raises `InvalidKeyName` for a bad name and `KeyNameTaken` if the name is in use,
-        including by a revoked key.
+        Raises `InvalidKeyName` for a bad name, `KeyNameTaken` if the name is in use,
+        including by a revoked key, and ValueError for invalid limits.
         """
         validate_key_name(name)
+        columns = _check_limits((limits or KeyLimits()).to_columns())
         secret = generate_secret()
         row = ApiKey(
             name=name,
             prefix=secret[:DISPLAY_PREFIX_LENGTH],
             secret_hash=hash_secret(secret),
             created_at=_utc(now),
+            label=label,
+            spent_nanos=0,
+            reserved_nanos=0,
+            **columns,
         )
         try:
             with self._session() as session, session.begin():
@@ -153,6 +267,53 @@ class KeyRepository:
                 .where(or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < when))
                 .values(last_used_at=when)
             )
+
+    def get_key_by_id(self, key_id: int) -> ApiKeyRecord | None:
+        with self._session() as session:
+            row = session.get(ApiKey, key_id)
+            return None if row is None else ApiKeyRecord.from_row(row)
+
+    def update_key(self, name: str, changes: Mapping[str, Any]) -> ApiKeyRecord | None:
+        """Change limits / label of the key named `name` (see `UPDATABLE`; None clears one).
+
+        Returns the updated record, or None when there is no such key. Spent money is kept:
+        lowering a budget below what is spent just stops further calls.
+        """
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key == "models":
+                values["allowed_models"] = _join(value)
+            elif key == "allow_cidrs":
+                values["allow_cidrs"] = _join(validate_cidrs(value or ()))
+            elif key == "expires_at":
+                values["expires_at"] = None if value is None else _utc(value)
+            else:
+                values[key] = value
+        _check_limits(values)
+        with self._session() as session, session.begin():
+            if values:
+                session.execute(update(ApiKey).where(ApiKey.name == name).values(**values))
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one_or_none()
+            return None if row is None else ApiKeyRecord.from_row(row)
+
+    def rotate_key(self, name: str) -> tuple[ApiKeyRecord, str] | None:
+        """Give the key a new secret (the old one stops working at once); None if no such
+        active key. Limits, spending and the ledger stay with the key."""
+        secret = generate_secret()
+        with self._session() as session, session.begin():
+            result = session.execute(
+                update(ApiKey)
+                .where(ApiKey.name == name)
+                .where(ApiKey.revoked_at.is_(None))
+                .values(secret_hash=hash_secret(secret), prefix=secret[:DISPLAY_PREFIX_LENGTH])
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one()
+            return ApiKeyRecord.from_row(row), secret
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKeyRecord]:
         """Keys in creation order; revoked ones only if `include_revoked`."""

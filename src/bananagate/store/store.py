@@ -9,8 +9,12 @@ from typing import TYPE_CHECKING, Self
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from bananagate.store.channels import ChannelRepository
 from bananagate.store.db import create_store_engine, upgrade_schema
+from bananagate.store.gallery import GalleryRepository
 from bananagate.store.keys import ApiKeyRecord, KeyRepository
+from bananagate.store.ledger import LedgerRepository
+from bananagate.store.reservations import ReservationRepository
 
 if TYPE_CHECKING:
     from bananagate.settings import Settings
@@ -30,6 +34,11 @@ class Store:
         """Wrap an engine whose schema is already current; use `Store.open` instead."""
         self._engine = engine
         self.keys = KeyRepository(engine)
+        self.reservations = ReservationRepository(engine)
+        self.ledger = LedgerRepository(engine)
+        self.channels = ChannelRepository(engine)
+        # Images kept for the web console; its directory is configured by the server.
+        self.gallery = GalleryRepository(engine)
 
     @classmethod
     def open(cls, url: str | URL, *, migrate: bool = True) -> Self:

@@ -1,0 +1,87 @@
+"""Build a channel's providers from its `ChannelConfig`: one provider per upstream key, all of
+them sharing the channel's keep-alive connection pool."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import httpx
+
+from bananagate.config import ChannelConfig
+from bananagate.protocol import openai_images
+from bananagate.providers.base import Provider
+from bananagate.providers.gemini_http import GeminiHttpProvider
+from bananagate.providers.http import make_client
+from bananagate.providers.openai_images import OpenAIImagesProvider
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorOptions:
+    faults_enabled: bool = True
+    max_image_pixels: int = 64_000_000
+
+
+def key_id(channel: str, key: str) -> str:
+    """A stable, non-reversible id for one key of a channel (for cooldown state, never shown)."""
+    digest = hashlib.sha256(f"{channel}\0{key}".encode()).hexdigest()[:16]
+    return f"{channel}:{digest}"
+
+
+@dataclass(slots=True)
+class BuiltChannel:
+    """A channel ready to call: `providers[i]` uses the channel's i-th key."""
+
+    config: ChannelConfig
+    providers: list[Provider]
+    key_ids: list[str]
+    client: httpx.AsyncClient | None = None
+    closed: bool = field(default=False)
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for provider in self.providers:
+            await provider.aclose()
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def build_channel(config: ChannelConfig, emulator: EmulatorOptions | None = None) -> BuiltChannel:
+    if config.kind == "emulator":
+        from bananagate.providers.emulator import EmulatorProvider
+
+        options = emulator or EmulatorOptions()
+        provider = EmulatorProvider(
+            faults_enabled=options.faults_enabled, max_image_pixels=options.max_image_pixels
+        )
+        return BuiltChannel(config, [provider], [f"{config.name}:emulator"])
+
+    client = make_client(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
+    keys = config.key_values()
+    providers: list[Provider] = []
+    for key in keys:
+        if config.kind == "openai-images":
+            providers.append(
+                OpenAIImagesProvider(
+                    name=config.name,
+                    base_url=config.resolved_base_url,
+                    auth=config.resolved_auth,
+                    key=key,
+                    client=client,
+                    sizes=config.sizes or openai_images.DEFAULT_SIZES,
+                )
+            )
+        else:
+            providers.append(
+                GeminiHttpProvider(
+                    name=config.name,
+                    base_url=config.resolved_base_url,
+                    auth=config.resolved_auth,
+                    key=key,
+                    client=client,
+                    api_version=config.api_version,
+                )
+            )
+    return BuiltChannel(config, providers, [key_id(config.name, k) for k in keys], client)

@@ -1,0 +1,99 @@
+"""Encryption at rest for upstream keys (AES-128-CBC + HMAC-SHA256, via Fernet).
+
+The secret is `BANANAGATE_SECRET_KEY` when set (any string; a 32-byte key is derived from it with
+HKDF), else a random key kept in `<data dir>/secret.key` (mode 0600), created on first use. Keep
+that file (or the variable) with the database: without it the stored keys cannot be read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+import orjson
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bananagate.store.errors import StoreError
+
+SECRET_FILENAME = "secret.key"
+TOKEN_PREFIX = "fernet1:"
+_HKDF_INFO = b"bananagate upstream channel keys v1"
+
+
+class SecretKeyMismatch(StoreError):
+    """Stored keys cannot be decrypted with the secret at hand."""
+
+
+class SecretKeyMissing(StoreError):
+    """There is no secret: neither BANANAGATE_SECRET_KEY nor a key file."""
+
+
+def _derive(secret: str) -> bytes:
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(secret.encode())
+    return base64.urlsafe_b64encode(raw)
+
+
+class KeyCipher:
+    """Seals a list of upstream keys into one opaque string and opens it again."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("empty secret")
+        self._fernet = Fernet(_derive(secret))
+
+    @classmethod
+    def load(cls, secret_key: str | None, data_dir: Path, *, create: bool = True) -> KeyCipher:
+        """The cipher for this installation (see module docstring)."""
+        if secret_key:
+            return cls(secret_key)
+        path = data_dir / SECRET_FILENAME
+        if not path.exists():
+            if not create:
+                raise SecretKeyMissing(
+                    f"no secret to decrypt channel keys: set BANANAGATE_SECRET_KEY or restore {path}"
+                )
+            _create_secret_file(path)
+        return cls(path.read_text(encoding="ascii").strip())
+
+    def seal(self, keys: list[str]) -> str:
+        return TOKEN_PREFIX + self._fernet.encrypt(orjson.dumps(keys)).decode("ascii")
+
+    def open(self, token: str) -> list[str]:
+        if not token.startswith(TOKEN_PREFIX):
+            raise SecretKeyMismatch("stored keys are in an unknown format")
+        try:
+            data = orjson.loads(self._fernet.decrypt(token[len(TOKEN_PREFIX) :].encode("ascii")))
+        except InvalidToken:
+            raise SecretKeyMismatch(
+                "stored upstream keys cannot be decrypted: BANANAGATE_SECRET_KEY (or secret.key) "
+                "differs from the one they were saved with"
+            ) from None
+        if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
+            raise SecretKeyMismatch("stored keys are malformed")
+        return list(data)
+
+
+def _create_secret_file(path: Path) -> None:
+    """Write a new random secret to `path` (0600), unless another process just did.
+
+    Written under a temporary name and hard-linked into place: the link fails if the file
+    already exists, so two processes starting together end up sharing one secret.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

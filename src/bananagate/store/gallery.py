@@ -1,0 +1,285 @@
+"""The gallery: every generated image the gateway kept, as a file plus one row of metadata.
+
+Files live in one directory (`<data dir>/gallery/` by default), named by 128 random bits and the
+extension of their type, like the image store's links; rows live in the `gallery_images` table.
+The directory has a size cap: after each insert the oldest rows (and their files) go until the
+total fits again. Rows are deleted before files, so a row never points at a file that another
+process already removed on purpose; a file whose row is gone is only ever an orphan on disk.
+
+With several gateway hosts sharing one database each host keeps its own files; a row whose file
+is on another host shows as missing there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import BigInteger, Engine, Index, Integer, String, Text, delete, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from bananagate.protocol.catalog import extension_for
+from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
+
+FILE_NAME_RE = re.compile(r"[0-9a-f]{32}\.(png|jpg|webp|heic|heif|gif)")
+# Prompts can be long; the gallery keeps enough to recognise one.
+PROMPT_MAX_CHARS = 4000
+TEXT_MAX_CHARS = 4000
+
+
+class GalleryImage(Base):
+    """One kept image. `cost_nanos` is the whole request's charge (shared by its images)."""
+
+    __tablename__ = "gallery_images"
+    __table_args__ = (
+        Index("ix_gallery_images_created_at", "created_at"),
+        Index("ix_gallery_images_key_name", "key_name"),
+        Index("ix_gallery_images_model", "model"),
+        Index("ix_gallery_images_request_id", "request_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
+    # Position among the request's images (an answer may carry several).
+    image_index: Mapped[int] = mapped_column(Integer())
+    key_id: Mapped[int | None] = mapped_column(Integer())
+    key_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
+    model: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text())
+    # The model's (non-thought) text parts, joined.
+    text: Mapped[str | None] = mapped_column(Text())
+    # JSON: aspect ratio, image size, input image count, streamed, channel, finish reason.
+    params: Mapped[str] = mapped_column(Text())
+    mime_type: Mapped[str] = mapped_column(String(64))
+    file_name: Mapped[str] = mapped_column(String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger())
+    cost_nanos: Mapped[int] = mapped_column(BigInteger())
+    latency_ms: Mapped[int] = mapped_column(Integer())
+
+
+@dataclass(frozen=True, slots=True)
+class GalleryEntry:
+    id: int
+    created_at: datetime
+    request_id: str
+    image_index: int
+    key_id: int | None
+    key_name: str
+    model: str
+    prompt: str
+    text: str | None
+    params: dict[str, Any]
+    mime_type: str
+    file_name: str
+    size_bytes: int
+    cost_nanos: int
+    latency_ms: int
+
+    @classmethod
+    def from_row(cls, row: GalleryImage) -> GalleryEntry:
+        values = {name: getattr(row, name) for name in cls.__dataclass_fields__}
+        values["params"] = dict(orjson.loads(row.params or "{}"))
+        return cls(**values)
+
+    @property
+    def extension(self) -> str:
+        return extension_for(self.mime_type)
+
+
+@dataclass(frozen=True, slots=True)
+class NewImage:
+    """An image to keep: its bytes and what is known about the request that made it."""
+
+    data: bytes
+    mime_type: str
+    request_id: str
+    image_index: int
+    key_id: int | None
+    key_name: str
+    model: str
+    prompt: str
+    text: str | None = None
+    params: dict[str, Any] | None = None
+    cost_nanos: int = 0
+    latency_ms: int = 0
+
+
+class GalleryRepository:
+    """Rows of `gallery_images` plus the files they name (synchronous; call from a thread).
+
+    `directory` may be set after construction (the store is opened before settings are known
+    in some embeddings); nothing touches the disk until an image is added or opened.
+    """
+
+    def __init__(self, engine: Engine, directory: Path | None = None, max_bytes: int | None = None) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    def configure(self, directory: Path, max_bytes: int | None) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    def _dir(self) -> Path:
+        if self.directory is None:
+            raise RuntimeError("the gallery has no directory configured")
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.directory
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def add(self, images: Sequence[NewImage], now: datetime | None = None) -> list[int]:
+        """Write the files, then their rows; evict the oldest past the cap. Returns the new ids."""
+        directory = self._dir()
+        when = now or datetime.now(UTC)
+        rows: list[GalleryImage] = []
+        written: list[Path] = []
+        try:
+            for image in images:
+                name = secrets.token_hex(16) + extension_for(image.mime_type)
+                if FILE_NAME_RE.fullmatch(name) is None:
+                    continue  # not an image type we can name (and serve) safely
+                path = directory / name
+                tmp = directory / f".{name}.tmp"
+                with open(tmp, "xb") as handle:
+                    handle.write(image.data)
+                os.replace(tmp, path)
+                written.append(path)
+                rows.append(
+                    GalleryImage(
+                        created_at=when,
+                        request_id=image.request_id[:REQUEST_ID_MAX_LENGTH],
+                        image_index=image.image_index,
+                        key_id=image.key_id,
+                        key_name=image.key_name[:NAME_MAX_LENGTH],
+                        model=image.model[:100],
+                        prompt=image.prompt[:PROMPT_MAX_CHARS],
+                        text=image.text[:TEXT_MAX_CHARS] if image.text else None,
+                        params=orjson.dumps(image.params or {}).decode(),
+                        mime_type=image.mime_type[:64],
+                        file_name=name,
+                        size_bytes=len(image.data),
+                        cost_nanos=image.cost_nanos,
+                        latency_ms=image.latency_ms,
+                    )
+                )
+            with self._session() as session, session.begin():
+                session.add_all(rows)
+        except BaseException:
+            for path in written:  # no row will name them
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        ids = [row.id for row in rows]
+        self.evict()
+        return ids
+
+    def evict(self) -> int:
+        """Delete the oldest images until the total size is within the cap; how many went."""
+        if self.max_bytes is None:
+            return 0
+        with self._session() as session:
+            total = int(session.scalar(select(func.coalesce(func.sum(GalleryImage.size_bytes), 0))) or 0)
+            if total <= self.max_bytes:
+                return 0
+            oldest = session.execute(
+                select(GalleryImage.id, GalleryImage.size_bytes).order_by(GalleryImage.id).limit(1000)
+            ).all()
+        victims: list[int] = []
+        for image_id, size in oldest:
+            if total <= self.max_bytes:
+                break
+            victims.append(int(image_id))
+            total -= int(size)
+        removed = 0
+        for image_id in victims:
+            removed += self.delete(image_id)
+        return removed
+
+    def delete(self, image_id: int) -> int:
+        """Remove the row, then its file and thumbnail; 1 if this call removed it, else 0."""
+        with self._session() as session, session.begin():
+            row = session.get(GalleryImage, image_id)
+            if row is None:
+                return 0
+            name = row.file_name
+            gone = session.execute(delete(GalleryImage).where(GalleryImage.id == image_id))
+            if not gone.rowcount:  # type: ignore[attr-defined]
+                return 0  # another process got there first; it removes the file
+        if self.directory is not None and FILE_NAME_RE.fullmatch(name):
+            for path in (self.directory / name, self.thumb_path(name)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return 1
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, image_id: int) -> GalleryEntry | None:
+        with self._session() as session:
+            row = session.get(GalleryImage, image_id)
+            return None if row is None else GalleryEntry.from_row(row)
+
+    def by_request(self, request_id: str) -> list[GalleryEntry]:
+        query = (
+            select(GalleryImage)
+            .where(GalleryImage.request_id == request_id[:REQUEST_ID_MAX_LENGTH])
+            .order_by(GalleryImage.image_index)
+        )
+        with self._session() as session:
+            return [GalleryEntry.from_row(row) for row in session.scalars(query)]
+
+    def page(
+        self,
+        *,
+        key_name: str | None = None,
+        model: str | None = None,
+        before_id: int | None = None,
+        limit: int = 60,
+    ) -> list[GalleryEntry]:
+        """Newest first; `before_id` pages to older images."""
+        query = select(GalleryImage).order_by(GalleryImage.id.desc()).limit(limit)
+        if key_name:
+            query = query.where(GalleryImage.key_name == key_name)
+        if model:
+            query = query.where(GalleryImage.model == model)
+        if before_id is not None:
+            query = query.where(GalleryImage.id < before_id)
+        with self._session() as session:
+            return [GalleryEntry.from_row(row) for row in session.scalars(query)]
+
+    def facets(self) -> tuple[list[str], list[str]]:
+        """The key names and models that have images (for the filter menus)."""
+        with self._session() as session:
+            keys = session.scalars(select(GalleryImage.key_name).distinct().order_by(GalleryImage.key_name))
+            models = session.scalars(select(GalleryImage.model).distinct().order_by(GalleryImage.model))
+            return list(keys), list(models)
+
+    def totals(self) -> tuple[int, int]:
+        """(images, bytes) kept."""
+        query = select(func.count(GalleryImage.id), func.coalesce(func.sum(GalleryImage.size_bytes), 0))
+        with self._session() as session:
+            count, size = session.execute(query).one()
+        return int(count or 0), int(size or 0)
+
+    def path(self, entry: GalleryEntry) -> Path | None:
+        """The entry's file, if it is (still) on this host's disk."""
+        if self.directory is None or FILE_NAME_RE.fullmatch(entry.file_name) is None:
+            return None
+        path = self.directory / entry.file_name
+        return path if path.is_file() else None
+
+    def thumb_path(self, file_name: str) -> Path:
+        assert self.directory is not None
+        return self.directory / "thumbs" / (Path(file_name).stem + ".jpg")
