@@ -13,7 +13,9 @@ from bananagate.protocol.response import Usage
 from bananagate.protocol.scan import count_output_images, is_error_event, scan_finish_reason, scan_usage
 
 b64 = st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode())
-nasty_text = st.lists(st.sampled_from([*'ab{}[]":,\\ \n', '"inlineData"', '"usageMetadata"', '"thought":true']), max_size=20).map("".join)
+nasty_text = st.lists(
+    st.sampled_from([*'ab{}[]":,\\ \n', '"inlineData"', '"usageMetadata"', '"thought":true']), max_size=20
+).map("".join)
 
 
 @st.composite
@@ -44,7 +46,10 @@ def responses(draw: st.DrawFn) -> dict[str, Any]:
         "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": draw(st.integers(0, 3000))}],
     }
     finish = draw(st.sampled_from(["STOP", "IMAGE_SAFETY", "NO_IMAGE", "MAX_TOKENS"]))
-    candidate = {"content": {"role": "model", "parts": ps}, ("finish_reason" if snake else "finishReason"): finish}
+    candidate = {
+        "content": {"role": "model", "parts": ps},
+        ("finish_reason" if snake else "finishReason"): finish,
+    }
     out: dict[str, Any] = {"candidates": [candidate]}
     out["usage_metadata" if snake else "usageMetadata"] = usage
     out["modelVersion"] = "gemini-2.5-flash-image"
