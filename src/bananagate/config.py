@@ -173,6 +173,9 @@ class RoutingConfig(BaseModel):
     circuit_cooloff: float = Field(default=30.0, gt=0)
     # How often the server looks for channel changes in the database.
     reload_interval: float = Field(default=2.0, gt=0)
+    # The least time any attempt is assumed to need: a retry or failover starts only if this
+    # (or the channel's usual attempt time, when longer) still fits before the request's deadline.
+    min_attempt_time: float = Field(default=1.0, ge=0)
 
 
 class GatewayConfig(BaseModel):

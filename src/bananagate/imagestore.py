@@ -128,7 +128,9 @@ class ImageStore:
         if expires < (time.time() if now is None else now):
             raise LinkRefused(403, "The image link has expired.")
         path = self.root / name
-        if not path.is_file():
+        # The name pattern already keeps the path inside the directory; a symlink planted there
+        # (by anything else on the host) must not lead out of it either.
+        if path.is_symlink() or not path.is_file() or path.resolve().parent != self.root.resolve():
             raise LinkRefused(404, "The image no longer exists.")
         return StoredImage(path, _MIME_BY_EXT[path.suffix], expires)
 

@@ -70,6 +70,62 @@ class Settings(BaseSettings):
     gallery_max_bytes: int = 2 * 1024**3
     # How long a console sign-in lasts, in seconds.
     console_session_ttl: int = 12 * 3600
+    # --- reliability and security (README "Reliability and security") ---
+    # Browser origins allowed to call the API (comma-separated, e.g. https://app.example.com, or
+    # `*`); empty: no CORS headers at all, so browsers on other sites cannot read answers.
+    cors_origins: str = ""
+    # A connection must deliver a request's headers within this many seconds of opening (or of
+    # its previous response), else it is closed: slowloris clients cannot pin connections.
+    header_timeout: float = 10.0
+    # A request body may pause at most `body_timeout` seconds between chunks, and must arrive
+    # at `body_min_rate` bytes/s on average once `body_timeout` has passed; else 408.
+    body_timeout: float = 30.0
+    body_min_rate: int = 1024
+    # Wrong API keys (or admin keys) one client address may present per minute before all its
+    # authenticated requests get 429 for the rest of the minute (0: no limit). Per process.
+    auth_failures_per_minute: int = 20
+    # On SIGTERM, in-flight requests get this many seconds to finish before they are cut.
+    graceful_timeout: float = 30.0
+    # --- asynchronous jobs and batches (server/jobs.py; README "Jobs and batches") ---
+    # Run queued jobs inside `serve` too; off when separate `bananagate worker` processes do it.
+    jobs_worker: bool = True
+    # Jobs one worker process runs at once.
+    jobs_concurrency: int = 4
+    # A claimed job is another worker's to retry this long after its worker stopped renewing it.
+    jobs_lease_seconds: float = 60.0
+    # How often an idle worker looks for due jobs (submits in this process, or announced through
+    # Redis, wake it at once).
+    jobs_poll_interval: float = 2.0
+    # Runs of one job before it fails for good (upstream 429/5xx/timeouts, workers lost mid-job).
+    jobs_max_attempts: int = 5
+    # Wait before retrying a failed attempt: this, doubled per attempt, capped at 10 minutes.
+    jobs_retry_backoff_seconds: float = 5.0
+    # A job still queued after this long fails; finished jobs and results are kept this long.
+    jobs_expire_seconds: float = 48 * 3600
+    jobs_retention_seconds: float = 48 * 3600
+    jobs_sweep_interval_seconds: float = 30.0
+    # Requests one `:batchGenerateContent` may carry.
+    jobs_max_batch_items: int = 1000
+    # Webhooks: the HMAC secret (default: generated into `<data dir>/webhook.secret`), attempts
+    # before giving up, first retry delay (doubled per attempt) and per-call timeout. Targets
+    # pass the same SSRF guard as image fetches (`fetch_allow_private`, `fetch_allowed_networks`).
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = 6
+    webhook_backoff_seconds: float = 10.0
+    webhook_timeout: float = 10.0
+    # --- request guarantees (README "Request guarantees") ---
+    # Deadline of a request whose client sends no `X-Server-Timeout`, in seconds (0: none).
+    request_timeout_seconds: float = 600.0
+    # How long the answer of a request sent with an `Idempotency-Key` is kept for its repeats.
+    idempotency_retention_seconds: float = 24 * 3600
+    # Where kept answers too big for a database row live (default `<data dir>/idempotency`);
+    # gateways sharing a database must share this directory too.
+    idempotency_dir: Path | None = None
+    # How long a thought signature or image is remembered with the channel that produced it.
+    affinity_ttl_seconds: float = 24 * 3600
+
+    def resolved_idempotency_dir(self) -> Path:
+        return self.idempotency_dir if self.idempotency_dir is not None else self.data_dir / "idempotency"
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: the configured one, else SQLite in the data dir."""

@@ -47,6 +47,11 @@ def _register() -> None:
     from bananagate.cli import usage
 
     cli.add_command(usage.usage)
+    from bananagate.cli import jobs, worker
+
+    cli.add_command(worker.worker)
+    cli.add_command(jobs.submit)
+    cli.add_command(jobs.wait)
 
 
 _register()

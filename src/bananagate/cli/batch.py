@@ -25,8 +25,23 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("-m", "--model", default=None, help="Model for items that name none.")
+@click.option(
+    "--async",
+    "server_side",
+    is_flag=True,
+    help="Queue the items as batches on the gateway (:batchGenerateContent) and collect them.",
+)
+@click.option("--no-wait", is_flag=True, help="With --async: queue and exit; a rerun collects.")
 @client_options
-def batch(prompts: Path, out_dir: Path, concurrency: int, model: str | None, **conn: Any) -> None:
+def batch(
+    prompts: Path,
+    out_dir: Path,
+    concurrency: int,
+    model: str | None,
+    server_side: bool,
+    no_wait: bool,
+    **conn: Any,
+) -> None:
     """Run every prompt of PROMPTS (JSONL) into --out; a rerun skips items already done.
 
     Each line: "a prompt", or {"prompt": ..., "id"?, "model"?, "aspect_ratio"?, "image_size"?,
@@ -37,7 +52,14 @@ def batch(prompts: Path, out_dir: Path, concurrency: int, model: str | None, **c
         items = parse_jsonl(prompts.read_text())
     except (BatchFileError, UnicodeDecodeError) as exc:
         raise click.UsageError(f"{prompts}: {exc}") from None
-    summary = asyncio.run(_run(items, prompts.parent, out_dir, concurrency, model, conn))
+    if no_wait and not server_side:
+        raise click.UsageError("--no-wait needs --async")
+    if server_side:
+        from bananagate.cli.jobs import run_server_batches
+
+        summary = run_server_batches(items, prompts.parent, out_dir, model, wait=not no_wait, conn=conn)
+    else:
+        summary = asyncio.run(_run(items, prompts.parent, out_dir, concurrency, model, conn))
     console.print(
         f"{len(items)} items: {summary.done} done, {summary.failed} failed, "
         f"{summary.skipped} already done; manifest {out_dir / MANIFEST}"

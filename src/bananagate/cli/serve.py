@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from bananagate.config import ConfigError
 from bananagate.protocol.catalog import MODELS
 from bananagate.server import create_app
 from bananagate.server.admin import ensure_admin_key
+from bananagate.server.http11 import guarded_protocol
 from bananagate.settings import Settings
 from bananagate.store import Store, ensure_default_key
 
@@ -24,6 +26,33 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+
+
+def _raise_open_file_limit(wanted: int = 65536) -> None:
+    """Lift the soft limit on open files towards the hard one: each client connection is a file,
+    and the common default of 1024 would make a few hundred idle clients stop new ones from being
+    accepted at all (their connections are closed by the header deadline, but only later)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, object]:
+    """What both ways of running take: the guarded HTTP/1.1 protocol (header deadline, enveloped
+    400s; see server/http11.py) and how long SIGTERM waits for in-flight requests."""
+    return {
+        "http": guarded_protocol(settings.header_timeout),
+        "timeout_graceful_shutdown": max(int(settings.graceful_timeout), 0),
+        "log_level": settings.log_level.lower(),
+        "access_log": False,  # our own access line carries the request id and key name
+        "log_config": None,
+    }
 
 
 def _run_workers(settings: Settings, workers: int) -> None:
@@ -49,10 +78,7 @@ def _run_workers(settings: Settings, workers: int) -> None:
             workers=workers,
             host=settings.host,
             port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=30,
+            **_uvicorn_options(settings),  # type: ignore[arg-type]
         )
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -67,6 +93,18 @@ def _run_workers(settings: Settings, workers: int) -> None:
 @click.option(
     "--workers", type=click.IntRange(min=1), default=1, help="Worker processes sharing the port (default 1)."
 )
+@click.option(
+    "--graceful-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="On SIGTERM, seconds in-flight requests get to finish before they are cut (default 30).",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds a connection has to send a request's headers before it is closed (default 10).",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -74,12 +112,23 @@ def serve(
     log_level: str | None,
     config_path: Path | None,
     workers: int,
+    graceful_timeout: float | None,
+    header_timeout: float | None,
 ) -> None:
     """Run the gateway (Gemini API on the offline emulator unless channels say otherwise)."""
     if config_path is not None and not config_path.is_file():
         raise click.BadParameter(f"no such file: {config_path}", param_hint="'--config'")
-    settings = build_settings(data_dir, host=host, port=port, log_level=log_level, config_path=config_path)
+    settings = build_settings(
+        data_dir,
+        host=host,
+        port=port,
+        log_level=log_level,
+        config_path=config_path,
+        graceful_timeout=graceful_timeout,
+        header_timeout=header_timeout,
+    )
     _configure_logging(settings.log_level)
+    _raise_open_file_limit()
     console = Console(stderr=True, highlight=False)
     data = settings.ensure_data_dir()
     store = Store.open(settings.resolved_database_url())
@@ -105,14 +154,6 @@ def serve(
         if workers > 1:
             _run_workers(settings, workers)
             return
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
-            access_log=False,  # our own access line carries the request id and key name
-            log_config=None,
-            timeout_graceful_shutdown=30,
-        )
+        uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))  # type: ignore[arg-type]
     finally:
         store.close()

@@ -11,12 +11,13 @@ import httpx
 from bananagate.client.base import ClientBase, ComposeMethod, Preset
 from bananagate.client.chat import AsyncChatSession
 from bananagate.client.inputs import Images
+from bananagate.client.jobs_mixin import AsyncJobsMixin
 from bananagate.client.request import HttpRequest
 from bananagate.client.result import GenerateResult
 from bananagate.client.retry import RetryPolicy
 
 
-class AsyncClient(ClientBase):
+class AsyncClient(AsyncJobsMixin, ClientBase):
     """The asyncio twin of `Client`: same arguments and methods, awaitable; close with `aclose`."""
 
     def __init__(
@@ -57,7 +58,10 @@ class AsyncClient(ClientBase):
         return cls(api_key, preset="google", **kwargs)
 
     async def send(self, request: HttpRequest) -> GenerateResult:
-        """Send a prepared request with retries; the result has an image or this raises."""
+        """Send a prepared request with retries; the result has an image or this raises.
+
+        Every attempt carries the same `Idempotency-Key` (the request's own, else a new one)."""
+        request = request.with_idempotency_key()
         state = self._retry_state()
         while True:
             state.start_attempt()

@@ -8,6 +8,8 @@ checked here, so a call that cannot succeed fails before it costs a request; unk
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ from bananagate.client.inputs import InputImage
 from bananagate.protocol.catalog import find_model, strip_model_prefix
 
 USER_AGENT = f"bananagate-python/{__version__}"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,15 @@ class HttpRequest:
     @property
     def content(self) -> bytes:
         return orjson.dumps(self.body)
+
+    def with_idempotency_key(self) -> HttpRequest:
+        """This request with an `Idempotency-Key`, unless it has one. The clients add it once per
+        call and send it on every retry of that call, so a gateway that already answered (the
+        reply was lost on the way) replays that answer instead of generating and charging twice."""
+        if any(name.lower() == IDEMPOTENCY_HEADER.lower() for name in self.headers):
+            return self
+        headers = {**self.headers, IDEMPOTENCY_HEADER: str(uuid.uuid4())}
+        return dataclasses.replace(self, headers=headers)
 
 
 def image_part(image: InputImage) -> dict[str, Any]:

@@ -11,12 +11,13 @@ import httpx
 from bananagate.client.base import ClientBase, ComposeMethod, Preset
 from bananagate.client.chat import ChatSession
 from bananagate.client.inputs import Images
+from bananagate.client.jobs_mixin import JobsMixin
 from bananagate.client.request import HttpRequest
 from bananagate.client.result import GenerateResult
 from bananagate.client.retry import RetryPolicy
 
 
-class Client(ClientBase):
+class Client(JobsMixin, ClientBase):
     """A client for a Gemini-native image API: the local gateway, CometAPI, Google, or any base URL.
 
     `api_key`/`base_url`/`auth` default to `BANANAGATE_API_KEY` / `BANANAGATE_BASE_URL` /
@@ -25,7 +26,8 @@ class Client(ClientBase):
     `bearer`, `goog` (`x-goog-api-key`) or `query` (`?key=`). `model` is the default model,
     `timeout` seconds (or an httpx.Timeout), `retry` the RetryPolicy (`max_attempts` overrides
     its attempt cap; 1 disables retries). Use `Client.cometapi(key)` / `Client.google(key)` for
-    the hosted services.
+    the hosted services. `submit` / `wait` / `submit_batch` / `wait_batch` (from `JobsMixin`,
+    client/jobs_mixin.py) queue work on a bananagate gateway and collect it later.
     """
 
     def __init__(
@@ -66,7 +68,10 @@ class Client(ClientBase):
         return cls(api_key, preset="google", **kwargs)
 
     def send(self, request: HttpRequest) -> GenerateResult:
-        """Send a prepared request with retries; the result has an image or this raises."""
+        """Send a prepared request with retries; the result has an image or this raises.
+
+        Every attempt carries the same `Idempotency-Key` (the request's own, else a new one)."""
+        request = request.with_idempotency_key()
         state = self._retry_state()
         while True:
             state.start_attempt()

@@ -50,8 +50,45 @@ def _balanced_object(body: bytes, start: int) -> bytes | None:
     return None
 
 
+# Quote hops before a search falls back to plain substring search (a text-heavy body).
+_MAX_HOPS = 4096
+
+
 def _last_key(body: bytes, keys: tuple[bytes, ...]) -> int:
-    return max(body.rfind(k) for k in keys)
+    """Where the last of `keys` (each starts with a quote) begins, or -1.
+
+    Hops backwards from quote to quote: a megabyte Base64 string holds none, so crossing it is
+    one memrchr, where searching for a many-byte key would compare its way through every byte.
+    """
+    at = body.rfind(b'"')
+    for _ in range(_MAX_HOPS):
+        if at < 0 or body.startswith(keys, at):
+            return at
+        at = body.rfind(b'"', 0, at)
+    return max(body.rfind(k, 0, at + len(k)) for k in keys)
+
+
+def _all_keys(body: bytes, keys: tuple[bytes, ...]) -> list[int]:
+    """Where each occurrence of `keys` begins, in order (forward quote hops, as above)."""
+    found: list[int] = []
+    at = body.find(b'"')
+    for _ in range(_MAX_HOPS):
+        if at < 0:
+            return found
+        if body.startswith(keys, at):
+            found.append(at)
+        at = body.find(b'"', at + 1)
+    rest = sorted(i for k in keys for i in _find_all(body, k, at))
+    return found + rest
+
+
+def _find_all(body: bytes, key: bytes, start: int) -> list[int]:
+    out: list[int] = []
+    at = body.find(key, start)
+    while at >= 0:
+        out.append(at)
+        at = body.find(key, at + len(key))
+    return out
 
 
 def scan_usage_dict(body: bytes) -> dict[str, Any] | None:
@@ -99,16 +136,13 @@ def _part_bounds(body: bytes, key_at: int) -> tuple[int, int]:
 def count_output_images(body: bytes) -> int:
     """Number of final (non-thought) inline images in a response or stream event."""
     count = 0
-    for key in _IMAGE_KEYS:
-        at = body.find(key)
-        while at >= 0:
-            start, end = _part_bounds(body, at)
-            # The part's own keys sit before the blob or after it; the Base64 holds no quotes.
-            head = body[start:at]
-            tail = body[body.find(b"}", at) : end + 1]
-            if not any(t in head or t in tail for t in _THOUGHT_TRUE):
-                count += 1
-            at = body.find(key, at + len(key))
+    for at in _all_keys(body, _IMAGE_KEYS):
+        start, end = _part_bounds(body, at)
+        # The part's own keys sit before the blob or after it; the Base64 holds no quotes.
+        head = body[start:at]
+        tail = body[body.find(b"}", at) : end + 1]
+        if not any(t in head or t in tail for t in _THOUGHT_TRUE):
+            count += 1
     return count
 
 

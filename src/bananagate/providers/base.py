@@ -30,9 +30,32 @@ class Call:
     headers: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
     timeout: float | None = None
+    # time.monotonic() by which the client must have its answer (server/deadlines.py): the
+    # router starts no attempt that cannot finish before it.
+    deadline: float | None = None
+    # Conversation affinity (server/affinity.py): the channel that issued the history's thought
+    # signatures or images, tried first.
+    prefer_channel: str | None = None
     # Filled in by the router as it works, read by metering and the response headers.
     attempts: int = 0
     channel: str | None = None
+    affinity: str | None = None  # "kept" | "broken" when prefer_channel was set
+    upstream_seconds: float = 0.0  # spent waiting on upstream attempts (Server-Timing)
+    backoff_seconds: float = 0.0  # spent sleeping between attempts
+    # Filled in by the pipeline: what was charged, and what the key has left.
+    cost_nanos: int | None = None
+    limits: LimitState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """The caller's key after admitting this call, for the `x-ratelimit-*` answer headers.
+    None fields: the key has no such limit."""
+
+    rpm_limit: int | None = None
+    rpm_remaining: int | None = None
+    rpm_reset_seconds: float | None = None  # until the oldest request in the window leaves it
+    budget_remaining_nanos: int | None = None
 
 
 @dataclass(slots=True)

@@ -1,14 +1,83 @@
-"""Reading a request body once, under a size cap."""
+"""Reading a request body once, under a size cap and a time limit."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import time
+
+import anyio
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message, Receive
 
 from bananagate.protocol.errors import ApiError
+
+# Defaults of `Settings.body_timeout` / `body_min_rate` (the middleware passes the configured ones).
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_BODY_MIN_RATE = 1024
 
 
 def payload_too_large(limit: int) -> ApiError:
     return ApiError(413, f"Request payload size exceeds the limit: {limit} bytes.", "INVALID_ARGUMENT")
+
+
+def client_closed() -> ApiError:
+    # 499 is nginx's "client closed request" (and gRPC's CANCELLED): nobody reads this answer,
+    # but the access log and metrics say what happened instead of showing a 500.
+    return ApiError(499, "The client closed the connection before sending the whole request.", "CANCELLED")
+
+
+def body_too_slow(timeout: float, min_rate: int) -> ApiError:
+    message = (
+        f"The request body did not arrive in time (at most {timeout:g} s between chunks"
+        + (f", at least {min_rate} bytes/s on average" if min_rate > 0 else "")
+        + ")."
+    )
+    # `connection: close`: the rest of the body is never read, so the connection cannot be reused.
+    return ApiError(408, message, "DEADLINE_EXCEEDED", headers={"connection": "close"})
+
+
+class TimedReceive:
+    """An ASGI `receive` that limits how slowly a request body may arrive (slowloris bodies).
+
+    Each body chunk must come within `timeout` seconds of the previous one, and the whole body
+    within `timeout + received / min_rate` seconds of the first read, so a client trickling a byte
+    now and then is cut off too. A late chunk raises a 408 ApiError out of `receive()`, which the
+    route's ordinary error handling turns into a response. Once the body is complete, messages
+    pass through untimed (later calls only wait for the client to disconnect).
+    """
+
+    def __init__(
+        self, receive: Receive, timeout: float = DEFAULT_BODY_TIMEOUT, min_rate: int = DEFAULT_BODY_MIN_RATE
+    ) -> None:
+        self._receive = receive
+        self.timeout = timeout
+        self.min_rate = min_rate
+        self.complete = False
+        self._started: float | None = None
+        self._received = 0
+
+    async def __call__(self) -> Message:
+        if self.complete or self.timeout <= 0:
+            return await self._receive()
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        wait = self.timeout
+        if self.min_rate > 0:
+            deadline = self._started + self.timeout + self._received / self.min_rate
+            wait = min(wait, deadline - now)
+        message: Message | None = None
+        if wait > 0:
+            with anyio.move_on_after(wait):
+                message = await self._receive()
+        if message is None:
+            raise body_too_slow(self.timeout, self.min_rate)
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                self.complete = True
+        else:
+            self.complete = True  # http.disconnect: nothing more will come
+        return message
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -22,9 +91,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(400, "Invalid Content-Length header.", "INVALID_ARGUMENT") from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise payload_too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise payload_too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise client_closed() from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

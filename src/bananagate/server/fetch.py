@@ -38,7 +38,12 @@ from bananagate.protocol.openai_wire import OpenAIError
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# IPv6 ranges whose last 32 bits are an IPv4 address the packet may end up at: NAT64 (the
+# well-known and the local-use prefix), IPv4-compatible (deprecated ::/96; `::1` and `::` fall
+# in it too and unwrap to non-public 0.0.0.x) and IPv4-translated (SIIT) addresses.
+_EMBEDS_IPV4 = tuple(
+    ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Types a server may name for image bytes; the bytes themselves decide which image type it is.
 _GENERIC_TYPES = ("application/octet-stream", "binary/octet-stream", "")
@@ -94,7 +99,7 @@ def _unwrap(ip: IPAddress) -> IPAddress:
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return ip.ipv4_mapped
-        if ip in _NAT64:
+        if any(ip in net for net in _EMBEDS_IPV4):
             return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if ip.sixtofour is not None:
             return ip.sixtofour
@@ -107,7 +112,9 @@ def address_allowed(ip: IPAddress, policy: FetchPolicy) -> bool:
         return False
     if any(real in net for net in policy.allowed_networks if net.version == real.version):
         return True
-    return real.is_global or policy.allow_private
+    # Site-local (fec0::/10) is deprecated but still routed inside some networks; Python calls it global.
+    site_local = isinstance(real, ipaddress.IPv6Address) and real.is_site_local
+    return (real.is_global and not site_local) or policy.allow_private
 
 
 def sniff_image_type(data: bytes) -> str | None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,13 +17,19 @@ from bananagate.protocol.validation import load_json_object, parse_and_check, pa
 from bananagate.providers.base import Call, Method, UpstreamError, UpstreamTimeout
 from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.body import read_body
+from bananagate.server.deadlines import request_deadline
+from bananagate.server.idempotency import Idempotency, idempotent
 from bananagate.server.pipeline import Pipeline
-from bananagate.server.responses import JSON_TYPE, json_response, raw_json_response
+from bananagate.server.responses import JSON_TYPE, error_response, json_response, raw_json_response
+from bananagate.server.timing import SERVER_TIMING, answer_headers, timing_of
+
+# `:batchGenerateContent` (request, principal, model, requested model id, body): queues a batch.
+BatchHandler = Callable[[Request, Principal, ImageModel, str, bytes], Awaitable[Response]]
 
 log = logging.getLogger("bananagate.server")
 
 API_VERSIONS = ("v1beta", "v1")
-MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "batchGenerateContent")
 # Client headers a provider may need to see (everything else stays at the gateway).
 FORWARDED_HEADERS = ("x-bananagate-emulate",)
 
@@ -61,14 +68,23 @@ def method_not_allowed(method: str, path: str, allowed: str) -> ApiError:
 
 
 class GeminiRoutes:
-    def __init__(self, pipeline: Pipeline, auth: Authenticator, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        auth: Authenticator,
+        max_body_bytes: int,
+        idempotency: Idempotency | None = None,
+    ) -> None:
         self.pipeline = pipeline
+        self.idempotency = idempotency
         self.router = pipeline.router
         self.auth = auth
         self.max_body_bytes = max_body_bytes
+        self.batch_handler: BatchHandler | None = None  # set by server/jobs_routes.py
 
     async def dispatch(self, request: Request) -> Response:
         """Entry for `/{version}/{path}`: split the path into resource and method, then route."""
+        timing_of(request)  # Server-Timing counts from here
         version = request.path_params["version"]
         path = request.path_params["path"].strip("/")
         if version not in API_VERSIONS or not (path == "models" or path.startswith("models/")):
@@ -87,6 +103,7 @@ class GeminiRoutes:
             raise not_found(request.url.path)
         self._require(request, "POST")
         principal = await self.auth.authenticate(request)
+        request_deadline(request, self.pipeline.deadline_seconds)  # the client's time starts now
         model = self.router.find(model_id)
         if model is None:
             shown = "StreamGenerateContent" if method == "streamGenerateContent" else method
@@ -94,10 +111,14 @@ class GeminiRoutes:
         body = await read_body(request, self.max_body_bytes)
         if method == "countTokens":
             return self.count_tokens(body, model)
+        if method == "batchGenerateContent":
+            if self.batch_handler is None:
+                raise not_found(request.url.path)
+            return await self.batch_handler(request, principal, model, model_id, body)
         call = self._call(request, model, model_id, method, body)  # type: ignore[arg-type]
         if method == "streamGenerateContent":
             return await self.stream(request, call, principal)
-        return await self.generate(call, principal)
+        return await self.answer(request, call, principal)
 
     @staticmethod
     def _require(request: Request, method: str) -> None:
@@ -149,41 +170,74 @@ class GeminiRoutes:
             request=parsed,
             headers=headers,
             request_id=request.scope.get("state", {}).get("request_id", ""),
+            deadline=request_deadline(request, self.pipeline.deadline_seconds),
         )
+
+    async def answer(self, request: Request, call: Call, principal: Principal) -> Response:
+        """`generateContent`: the pipeline's answer, or the one kept for its `Idempotency-Key`."""
+        timing = timing_of(request)
+        try:
+            response = await idempotent(
+                self.idempotency,
+                request,
+                principal,
+                route="generateContent",
+                model=call.model_id,
+                body_digest=lambda: hashlib.sha256(call.body).digest(),
+                produce=lambda: self.generate(call, principal),
+                render=error_response,
+            )
+        except ApiError as exc:
+            exc.headers[SERVER_TIMING] = timing.header([call])
+            raise
+        # Last: the gateway's time covers everything the client waited for.
+        response.headers[SERVER_TIMING] = timing.header([call])
+        return response
 
     async def generate(self, call: Call, principal: Principal) -> Response:
         try:
             answer = await self.pipeline.generate(call, principal)
         except UpstreamError as exc:
+            exc.error.headers.update(_trace_headers(call))
             raise exc.error from None
         except UpstreamTimeout:
-            raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
+            raise ApiError(
+                504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED", headers=_trace_headers(call)
+            ) from None
+        except ApiError as exc:
+            exc.headers.update(_trace_headers(call))
+            raise
         return raw_json_response(answer.body, answer.status, {**answer.headers, **_trace_headers(call)})
 
     async def stream(self, request: Request, call: Call, principal: Principal) -> Response:
         sse = request.query_params.get("alt", "json").lower() == "sse"
         events = self.pipeline.stream(call, principal)
         # Fetch the first event before answering: a failure now is an ordinary error response.
+        timing = timing_of(request)
         try:
             first = await events.__anext__()
         except StopAsyncIteration:
             first = None
         except UpstreamError as exc:
+            exc.error.headers.update({**_trace_headers(call), SERVER_TIMING: timing.header([call])})
             raise exc.error from None
         except UpstreamTimeout:
-            raise ApiError(504, "The upstream did not answer in time.", "DEADLINE_EXCEEDED") from None
+            headers = {**_trace_headers(call), SERVER_TIMING: timing.header([call])}
+            message = "The upstream did not answer in time."
+            raise ApiError(504, message, "DEADLINE_EXCEEDED", headers=headers) from None
+        except ApiError as exc:
+            exc.headers.update({**_trace_headers(call), SERVER_TIMING: timing.header([call])})
+            raise
         body = _sse_frames(first, events) if sse else _json_array(first, events)
         media_type = "text/event-stream" if sse else JSON_TYPE
-        headers = {"cache-control": "no-cache", **_trace_headers(call)}
+        # Up to the first event: the stream's cost is only known at its end, so it has no cost header.
+        headers = {"cache-control": "no-cache", **_trace_headers(call), SERVER_TIMING: timing.header([call])}
         return StreamingResponse(body, media_type=media_type, headers=headers)
 
 
 def _trace_headers(call: Call) -> dict[str, str]:
-    """Where the answer came from: how many upstream attempts it took and which channel served it."""
-    headers = {"x-bananagate-attempts": str(max(call.attempts, 1))}
-    if call.channel:
-        headers["x-bananagate-channel"] = call.channel
-    return headers
+    """How the answer was served: attempts, channel, affinity, cost, the key's limits."""
+    return answer_headers([call])
 
 
 def _error_event(exc: BaseException) -> bytes:

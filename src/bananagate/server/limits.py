@@ -54,6 +54,10 @@ class Admission:
     lease: bool
     images: int | None  # counted against today's images; None when the key has no daily limit
     backend: str
+    # Requests left in the rpm window after this one, and seconds until its oldest leaves it
+    # (None without an rpm limit): the answer's `x-ratelimit-*` headers.
+    rpm_remaining: int | None = None
+    rpm_reset: float | None = None
 
 
 def utc_day(now: float) -> str:
@@ -132,15 +136,26 @@ class MemoryLimiter:
             used = self._images.get((key_id, day), 0)
             if used + images > limits.images_per_day:
                 raise LimitExceeded("images_per_day", _images_message(limits), seconds_to_midnight(now))
+        rpm_remaining = rpm_reset = None
         if limits.rpm is not None:
             window.append((now, token))
+            rpm_remaining = limits.rpm - len(window)
+            rpm_reset = window[0][0] + WINDOW_SECONDS - now
         if limits.max_concurrent is not None:
             leases.add(token)
         if counted is not None:
             self._drop_old_days(day)
             self._images[(key_id, day)] = self._images.get((key_id, day), 0) + counted
         return Admission(
-            key_id, token, day, limits.rpm is not None, limits.max_concurrent is not None, counted, backend
+            key_id,
+            token,
+            day,
+            limits.rpm is not None,
+            limits.max_concurrent is not None,
+            counted,
+            backend,
+            rpm_remaining,
+            rpm_reset,
         )
 
     def _drop_old_days(self, today: str) -> None:
@@ -180,6 +195,7 @@ class MemoryLimiter:
 
 # KEYS: rpm window (zset), leases (zset), images today (string)
 # ARGV: window_ms, rpm, max_concurrent, lease_ttl_ms, token, images_limit, images, images_ttl_s
+# Returns {ok, reason, wait_ms, requests in the window, ms until its oldest leaves it}.
 # Time comes from Redis itself, so gateways on hosts with skewed clocks agree.
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -222,7 +238,13 @@ if img_limit >= 0 and images > 0 then
   redis.call('INCRBY', KEYS[3], images)
   redis.call('EXPIRE', KEYS[3], tonumber(ARGV[8]))
 end
-return {1, '', 0}
+local used, reset = -1, 0
+if rpm >= 0 then
+  used = redis.call('ZCARD', KEYS[1])
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+end
+return {1, '', 0, used, reset}
 """
 
 # KEYS: rpm window, leases, images today; ARGV: token, images delta, undo rpm (1/0)
@@ -308,7 +330,12 @@ class RedisLimiter:
         if lease:
             self._live[token] = key_id
         counted = images if limits.images_per_day is not None else None
-        return Admission(key_id, token, day, limits.rpm is not None, lease, counted, "redis")
+        rpm_remaining = rpm_reset = None
+        if limits.rpm is not None and len(result) >= 5:
+            rpm_remaining, rpm_reset = limits.rpm - int(result[3]), max(int(result[4]), 0) / 1000
+        return Admission(
+            key_id, token, day, limits.rpm is not None, lease, counted, "redis", rpm_remaining, rpm_reset
+        )
 
     async def _return(self, admission: Admission, images_used: int | None) -> None:
         import redis.exceptions

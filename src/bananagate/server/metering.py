@@ -30,10 +30,11 @@ from bananagate.protocol.errors import ERROR_INFO_TYPE, ApiError, resource_exhau
 from bananagate.protocol.pricing import PriceTable
 from bananagate.protocol.response import Usage
 from bananagate.protocol.scan import count_output_images, is_error_event, scan_finish_reason, scan_usage
-from bananagate.providers.base import Call
+from bananagate.providers.base import Call, LimitState
 from bananagate.server.auth import Principal
 from bananagate.server.limits import Admission, Limiter, LimitExceeded
 from bananagate.server.metrics import Metrics
+from bananagate.server.timing import format_reset
 from bananagate.store import Hold, LedgerRow, Store
 
 log = logging.getLogger("bananagate.metering")
@@ -134,7 +135,17 @@ class GatewayMeter:
                 admission = await self.limiter.acquire(principal.key_id, limits, images)
             except LimitExceeded as exc:
                 self._rejected(exc.reason)
-                raise resource_exhausted(exc.message, exc.retry_after) from None
+                error = resource_exhausted(exc.message, exc.retry_after)
+                if exc.reason == "rpm" and limits.rpm is not None:
+                    # OpenAI's rate-limit headers on the refusal too (LiteLLM reads them there).
+                    error.headers.update(
+                        {
+                            "x-ratelimit-limit-requests": str(limits.rpm),
+                            "x-ratelimit-remaining-requests": "0",
+                            "x-ratelimit-reset-requests": format_reset(exc.retry_after or 0.0),
+                        }
+                    )
+                raise error from None
         hold: Hold | None = None
         max_cost = 0
         if limits.budget_nanos is not None:
@@ -284,7 +295,31 @@ class MeteredReservation:
             **values,
         )
 
-    async def settle(self, answer_body: bytes | None = None) -> int | None:
+    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None:
+        """What the key has left after this call (and its cost, once known), for the headers."""
+        limits, admission, hold = self.principal.limits, self.admission, self.hold
+        budget = None
+        if hold is not None and hold.remaining_nanos is not None:
+            # As of the reservation: what was left beside this hold, plus what the hold gives back.
+            budget = hold.remaining_nanos + (hold.amount_nanos - cost_nanos if cost_nanos is not None else 0)
+        rpm = admission is not None and admission.rpm_remaining is not None
+        if budget is None and not rpm:
+            return None
+        return LimitState(
+            rpm_limit=limits.rpm if rpm else None,
+            rpm_remaining=admission.rpm_remaining if admission is not None else None,
+            rpm_reset_seconds=admission.rpm_reset if admission is not None else None,
+            budget_remaining_nanos=budget,
+        )
+
+    async def settle_partial(self, status: int) -> int | None:
+        """A stream that broke off after some events reached the client: charge the images they
+        carried, recorded with the failure's status (not a 200)."""
+        return await self.settle(None, failed_status=status)
+
+    async def settle(
+        self, answer_body: bytes | None = None, *, failed_status: int | None = None
+    ) -> int | None:
         """Charge the answer (a body, or the observed stream); the nanos charged."""
         if self.done:
             return None
@@ -306,8 +341,11 @@ class MeteredReservation:
             )
             cost = self.hold.amount_nanos
         outcome = "error" if error else ("ok" if images else "no_image")
+        status = 500 if error else 200
+        if failed_status is not None:
+            status, outcome = failed_status, ("cancelled" if failed_status == 499 else "error")
         row = self._row(
-            500 if error else 200,
+            status,
             outcome,
             finish_reason=finish,
             images=images,
@@ -319,7 +357,8 @@ class MeteredReservation:
         )
         with anyio.CancelScope(shield=True):
             try:
-                await self.meter.record(row, self.hold, must=True)
+                # A broken-off stream's row is best effort: its client has its events already.
+                await self.meter.record(row, self.hold, must=failed_status is None)
             finally:
                 if self.admission is not None:
                     await self.meter.limiter.finish(self.admission, images)

@@ -51,7 +51,12 @@ class OpenAIRoutes:
         self._store: ImageStore | None = None
         self._store_lock = anyio.Lock()
         self.images = ImagesRoutes(
-            gemini.pipeline, self.auth, gemini.max_body_bytes, self.image_store, settings.public_url
+            gemini.pipeline,
+            self.auth,
+            gemini.max_body_bytes,
+            self.image_store,
+            settings.public_url,
+            idempotency=gemini.idempotency,
         )
         self.chat = ChatRoutes(gemini.pipeline, self.auth, gemini.max_body_bytes, self.fetcher)
         self._openai_models = openai_endpoint("GET")(self._list_or_get_model)

@@ -22,6 +22,7 @@ from bananagate.protocol.openai_wire import bad_request, error_envelope, read_ge
 from bananagate.protocol.validation import load_json_object
 from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.body import read_body
+from bananagate.server.deadlines import request_deadline
 from bananagate.server.fetch import ImageFetcher, inline_file_data
 from bananagate.server.openai_common import (
     as_api_error,
@@ -50,6 +51,7 @@ class ChatRoutes:
 
     async def completions(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request)
+        request_deadline(request, self.pipeline.deadline_seconds)
         body = load_json_object(await read_body(request, self.max_body_bytes))
         model_id = body.get("model")
         if not isinstance(model_id, str) or not model_id:

@@ -22,8 +22,10 @@ from bananagate.protocol.openai_wire import OpenAIError, error_envelope
 from bananagate.protocol.validation import parse_and_check
 from bananagate.providers.base import Answer, Call, Method, UpstreamError, UpstreamTimeout
 from bananagate.server.auth import Principal
+from bananagate.server.deadlines import DEADLINE_STATE
 from bananagate.server.gemini import FORWARDED_HEADERS
 from bananagate.server.pipeline import Pipeline
+from bananagate.server.timing import SERVER_TIMING, answer_headers, timing_of
 
 log = logging.getLogger("bananagate.server")
 
@@ -58,6 +60,13 @@ def openai_endpoint(*methods: str) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
+            timing = timing_of(request)  # Server-Timing counts from here
+            response = await _handle(request)
+            if SERVER_TIMING not in response.headers:
+                response.headers[SERVER_TIMING] = timing.header(request.scope["state"].get("calls", ()))
+            return response
+
+        async def _handle(request: Request) -> Response:
             if request.method not in methods:
                 allowed = ", ".join(methods)
                 return openai_error_response(
@@ -98,10 +107,11 @@ def now() -> int:
 def build_call(
     request: Request, model: ImageModel, model_id: str, body: dict[str, Any], method: Method
 ) -> Call:
-    """A validated Call for a translated Gemini body (the same checks a Gemini client gets)."""
+    """A validated Call for a translated Gemini body (the same checks a Gemini client gets).
+    The request remembers its calls, for the answer's `Server-Timing`."""
     raw = orjson.dumps(body)
     headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
-    return Call(
+    call = Call(
         model=model,
         model_id=model_id,
         method=method,
@@ -109,15 +119,22 @@ def build_call(
         request=parse_and_check(raw, model),
         headers=headers,
         request_id=request.scope.get("state", {}).get("request_id", ""),
+        # Set by the route's entry (`request_deadline`), so it counts from the request's arrival.
+        deadline=request.scope.get("state", {}).get(DEADLINE_STATE),
     )
+    request.scope.setdefault("state", {})["calls"] = [call]
+    return call
 
 
-def fan_out(call: Call, n: int) -> list[Call]:
+def fan_out(call: Call, n: int, request: Request | None = None) -> list[Call]:
     """`n` independent copies of a call; with n > 1 each gets its own request id suffix
     (`<id>-1`, `<id>-2`, ...) so that per-call records (ledger, logs) stay distinct."""
-    if n == 1:
-        return [call]
-    return [dataclasses.replace(call, request_id=f"{call.request_id}-{i + 1}") for i in range(n)]
+    calls = [call]
+    if n > 1:
+        calls = [dataclasses.replace(call, request_id=f"{call.request_id}-{i + 1}") for i in range(n)]
+    if request is not None:
+        request.scope.setdefault("state", {})["calls"] = calls
+    return calls
 
 
 async def generate(pipeline: Pipeline, call: Call, principal: Principal) -> dict[str, Any]:
@@ -145,9 +162,5 @@ def upstream_error_event(data: dict[str, Any], status: int = 500) -> ApiError:
 
 
 def trace_headers(calls: list[Call]) -> dict[str, str]:
-    """Where the answer came from (same headers as the Gemini routes), over all fanned-out calls."""
-    headers = {"x-bananagate-attempts": str(sum(max(c.attempts, 1) for c in calls))}
-    channels = sorted({c.channel for c in calls if c.channel})
-    if channels:
-        headers["x-bananagate-channel"] = ",".join(channels)
-    return headers
+    """How the answer was served (same headers as the Gemini routes), over all fanned-out calls."""
+    return answer_headers(calls)

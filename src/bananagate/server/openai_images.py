@@ -5,11 +5,16 @@ some of them fail, the answer is honest rather than all-or-nothing: HTTP 200 wit
 that were made, an `errors` list naming each failed index with its OpenAI-style error, and the
 header `x-bananagate-images-failed`; `usage` counts only the calls that produced images. When
 all fail, the first failure is the answer (its status and envelope).
+
+Both routes honour `Idempotency-Key` (server/idempotency.py). A JSON body is fingerprinted by
+its bytes; a multipart body by its fields and the SHA-256 of each image, as clients draw a new
+multipart boundary for every retry of the same request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,7 +43,9 @@ from bananagate.protocol.response import Usage
 from bananagate.protocol.validation import load_json_object
 from bananagate.server.auth import Authenticator, Principal
 from bananagate.server.body import read_body
+from bananagate.server.deadlines import request_deadline
 from bananagate.server.fetch import sniff_image_type
+from bananagate.server.idempotency import Idempotency, idempotent
 from bananagate.server.openai_common import (
     as_api_error,
     build_call,
@@ -46,6 +53,7 @@ from bananagate.server.openai_common import (
     generate,
     model_not_found,
     now,
+    openai_error_response,
     openai_json,
     trace_headers,
 )
@@ -67,8 +75,10 @@ class ImagesRoutes:
         max_body_bytes: int,
         image_store: Callable[[], Awaitable[ImageStore]],
         public_url: str | None,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.idempotency = idempotency
         self.auth = auth
         self.max_body_bytes = max_body_bytes
         self.image_store = image_store
@@ -76,12 +86,21 @@ class ImagesRoutes:
 
     async def generations(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request)
-        fields = load_json_object(await read_body(request, self.max_body_bytes))
-        params = self._params(fields)
-        return await self._answer(request, principal, params, [])
+        request_deadline(request, self.pipeline.deadline_seconds)
+        body = await read_body(request, self.max_body_bytes)
+        params = self._params(load_json_object(body))
+        return await self._once(
+            request,
+            principal,
+            "images/generations",
+            params,
+            lambda: hashlib.sha256(body).digest(),
+            lambda: self._answer(request, principal, params, []),
+        )
 
     async def edits(self, request: Request) -> Response:
         principal = await self.auth.authenticate(request)
+        request_deadline(request, self.pipeline.deadline_seconds)
         body = await read_body(request, self.max_body_bytes)
 
         async def replay() -> dict[str, Any]:
@@ -111,7 +130,35 @@ class ImagesRoutes:
                 "image",
                 "too_many_images",
             )
-        return await self._answer(request, principal, params, images)
+        return await self._once(
+            request,
+            principal,
+            "images/edits",
+            params,
+            lambda: _form_digest(fields, images),
+            lambda: self._answer(request, principal, params, images),
+        )
+
+    async def _once(
+        self,
+        request: Request,
+        principal: Principal,
+        route: str,
+        params: ImagesParams,
+        body_digest: Callable[[], bytes],
+        produce: Callable[[], Awaitable[Response]],
+    ) -> Response:
+        """`produce()`, or the answer kept for the request's `Idempotency-Key`."""
+        return await idempotent(
+            self.idempotency,
+            request,
+            principal,
+            route=route,
+            model=params.model_id,
+            body_digest=body_digest,
+            produce=produce,
+            render=openai_error_response,
+        )
 
     def _params(self, fields: dict[str, Any]) -> ImagesParams:
         model_id = fields.get("model") or DEFAULT_MODEL
@@ -142,7 +189,7 @@ class ImagesRoutes:
         call = build_call(
             request, params.model, params.model_id, images_request(params, images), "generateContent"
         )
-        calls = fan_out(call, params.n)
+        calls = fan_out(call, params.n, request)
         outcomes = await asyncio.gather(
             *(generate(self.pipeline, c, principal) for c in calls), return_exceptions=True
         )
@@ -185,6 +232,16 @@ class ImagesRoutes:
         name = await anyio.to_thread.run_sync(store.put, base64codec.decode(data), mime)
         base = self.public_url or str(request.base_url).rstrip("/")
         return {"url": f"{base}/v1/files/images/{store.link(name)}"}
+
+
+def _form_digest(fields: dict[str, Any], images: list[InputImage]) -> bytes:
+    """SHA-256 over a multipart request's meaning: its fields (sorted) and each image's bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(fields):
+        digest.update(b"%s=%s\n" % (name.encode(), str(fields[name]).encode()))
+    for image in images:
+        digest.update(b"image:" + hashlib.sha256(image.data).digest())
+    return digest.digest()
 
 
 def _is_image_field(name: str) -> bool:

@@ -1,8 +1,25 @@
-"""The OpenAPI 3.1 description of the admin API, served at `GET /admin/openapi.json`."""
+"""OpenAPI 3.1 descriptions: the admin API alone at `GET /admin/openapi.json`, and every route of
+the gateway (Gemini, OpenAI-compatible, usage, admin, health, metrics, image links, console
+entry) at `GET /openapi.json`.
+
+The gateway document is what `tests/reliability/test_schemathesis.py` fuzzes a live gateway
+with, checking that no request gets a 5xx and every answer matches what is written here. So the
+response schemas say what the gateway really sends (permissive where the upstream's answer
+passes through untouched), and every operation's errors are described by its `default`
+response in the envelope that route uses.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, MODELS
+from bananagate.protocol.openai_wire import MAX_N, QUALITIES, RESPONSE_FORMATS, STYLES
+from bananagate.server.responses import json_response
 
 _USD = {
     "type": ["string", "null"],
@@ -157,3 +174,761 @@ ADMIN_OPENAPI: dict[str, Any] = {
         },
     },
 }
+
+
+# --- the whole gateway ------------------------------------------------------------------------------
+
+_MODEL_IDS = [m.id for m in MODELS]
+_RATIOS = sorted({r for m in MODELS for r in m.aspect_ratios})
+_SIZES = sorted({s for m in MODELS for s in m.image_sizes})
+
+_GOOGLE_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "status"],
+            "properties": {
+                "code": {"type": "integer", "minimum": 400, "maximum": 599},
+                "message": {"type": "string"},
+                "status": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}},
+            },
+        }
+    },
+}
+_OPENAI_ERROR: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+
+
+# One server-sent event (as schemathesis and EventSource see it): `data` holds a JSON document.
+_SSE_EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_GOOGLE_DEFAULT = {"description": "An error in Google's envelope", **_json(_ref("GoogleError"))}
+_OPENAI_DEFAULT = {"description": "An error in OpenAI's envelope", **_json(_ref("OpenAIError"))}
+_EITHER_DEFAULT = {
+    "description": "An error: Google's envelope for Gemini-style callers, OpenAI's for the others",
+    **_json({"anyOf": [_ref("GoogleError"), _ref("OpenAIError")]}),
+}
+
+_BLOB = {
+    "type": "object",
+    "properties": {
+        "mimeType": {"enum": sorted(INPUT_IMAGE_MIME_TYPES)},
+        "data": {"type": "string", "contentEncoding": "base64", "description": "Base64, no data: prefix"},
+    },
+}
+_PART = {
+    "type": "object",
+    "description": "One of text / inlineData (snake_case names are accepted too).",
+    "properties": {
+        "text": {"type": "string"},
+        "inlineData": _BLOB,
+        "thought": {"type": "boolean"},
+        "thoughtSignature": {"type": "string", "contentEncoding": "base64"},
+    },
+}
+_CONTENT = {
+    "type": "object",
+    "properties": {"role": {"enum": ["user", "model"]}, "parts": {"type": "array", "items": _ref("Part")}},
+}
+_GENERATE_REQUEST = {
+    "type": "object",
+    "required": ["contents"],
+    "properties": {
+        "contents": {"type": "array", "items": _ref("Content")},
+        "systemInstruction": _ref("Content"),
+        "generationConfig": {
+            "type": "object",
+            "properties": {
+                "responseModalities": {"type": "array", "items": {"enum": ["TEXT", "IMAGE"]}},
+                "imageConfig": {
+                    "type": "object",
+                    "properties": {"aspectRatio": {"enum": _RATIOS}, "imageSize": {"enum": _SIZES}},
+                },
+                "candidateCount": {"type": "integer"},
+                "temperature": {"type": "number"},
+                "topP": {"type": "number"},
+                "seed": {"type": "integer"},
+                "maxOutputTokens": {"type": "integer"},
+            },
+        },
+        "safetySettings": {"type": "array", "items": {"type": "object"}},
+    },
+    "examples": [{"contents": [{"parts": [{"text": "A banana wearing sunglasses"}]}]}],
+}
+_GENERATE_RESPONSE = {
+    "type": "object",
+    "description": "Google's GenerateContentResponse, as the upstream sent it.",
+    "properties": {
+        "candidates": {"type": "array", "items": {"type": "object"}},
+        "promptFeedback": {"type": "object"},
+        "usageMetadata": {"type": "object"},
+        "modelVersion": {"type": "string"},
+        "responseId": {"type": "string"},
+    },
+}
+_MODEL = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "baseModelId": {"type": "string"},
+        "version": {"type": "string"},
+        "displayName": {"type": "string"},
+        "description": {"type": "string"},
+        "inputTokenLimit": {"type": "integer"},
+        "outputTokenLimit": {"type": "integer"},
+        "supportedGenerationMethods": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_MODEL_LIST = {
+    "type": "object",
+    "required": ["models"],
+    "properties": {"models": {"type": "array", "items": _ref("Model")}, "nextPageToken": {"type": "string"}},
+}
+_OPENAI_MODEL = {
+    "type": "object",
+    "required": ["id", "object"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "model"},
+        "created": {"type": "integer"},
+        "owned_by": {"type": "string"},
+    },
+}
+_OPENAI_MODEL_LIST = {
+    "type": "object",
+    "required": ["object", "data"],
+    "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": _ref("OpenAIModel")}},
+}
+_IMAGES_FIELDS: dict[str, Any] = {
+    "model": {"type": "string", "examples": _MODEL_IDS},
+    "prompt": {"type": "string", "examples": ["A lighthouse at dusk"]},
+    "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
+    "size": {"type": "string", "examples": ["auto", "1024x1024", "1536x1024", "1792x1024"]},
+    "response_format": {"enum": list(RESPONSE_FORMATS)},
+    "quality": {"enum": list(QUALITIES)},
+    "style": {"enum": list(STYLES)},
+    "user": {"type": "string"},
+}
+_IMAGES_RESPONSE = {
+    "type": "object",
+    "required": ["created", "data"],
+    "properties": {
+        "created": {"type": "integer"},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"b64_json": {"type": "string"}, "url": {"type": "string"}},
+            },
+        },
+        "usage": {"type": "object"},
+        "output_format": {"type": "string"},
+        "size": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_CHAT_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "examples": _MODEL_IDS},
+        "messages": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["role"],
+                "properties": {
+                    "role": {"enum": ["system", "developer", "user", "assistant"]},
+                    "content": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "type": {"enum": ["text", "image_url"]},
+                                        "text": {"type": "string"},
+                                        "image_url": {
+                                            "type": "object",
+                                            "properties": {
+                                                "url": {
+                                                    "type": "string",
+                                                    "description": "A data: URL, or an http(s) URL the "
+                                                    "gateway fetches (SSRF-guarded)",
+                                                }
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        },
+        "stream": {"type": "boolean"},
+        "modalities": {"type": "array", "items": {"enum": ["text", "image"]}},
+        "temperature": {"type": "number"},
+        "top_p": {"type": "number"},
+        "seed": {"type": "integer"},
+        "max_tokens": {"type": "integer"},
+        "image_config": {
+            "type": "object",
+            "properties": {"aspect_ratio": {"enum": _RATIOS}, "image_size": {"enum": _SIZES}},
+        },
+    },
+    "examples": [
+        {"model": "gemini-2.5-flash-image", "messages": [{"role": "user", "content": "A red bicycle"}]}
+    ],
+}
+_CHAT_RESPONSE = {
+    "type": "object",
+    "required": ["id", "object", "choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"const": "chat.completion"},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {"type": "array", "items": {"type": "object"}},
+        "usage": {"type": "object"},
+    },
+}
+_USAGE_RESPONSE = {
+    "type": "object",
+    "required": ["key", "usage"],
+    "properties": {
+        "key": _ref("Key"),
+        "usage": {
+            "type": "object",
+            "properties": {
+                "today": _ref("UsageSummary"),
+                "last_30_days": _ref("UsageSummary"),
+                "all_time": _ref("UsageSummary"),
+            },
+        },
+    },
+}
+_SUBSCRIPTION = {
+    "type": "object",
+    "required": ["object", "hard_limit_usd"],
+    "properties": {
+        "object": {"const": "billing_subscription"},
+        "hard_limit_usd": {"type": "number"},
+        "soft_limit_usd": {"type": "number"},
+        "system_hard_limit_usd": {"type": "number"},
+        "access_until": {"type": "integer"},
+        "hard_limit_usd_exact": {"type": ["string", "null"]},
+        "spent_usd_exact": {"type": "string"},
+    },
+}
+_BILLING_USAGE = {
+    "type": "object",
+    "required": ["object", "total_usage"],
+    "properties": {
+        "object": {"const": "list"},
+        "total_usage": {"type": "number", "description": "US cents"},
+        "total_usage_usd_exact": {"type": "string"},
+    },
+}
+
+_MODEL_PARAM = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "examples": _MODEL_IDS},
+    "description": "A model id (`models/` prefix optional).",
+}
+_PAGING = [
+    {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+    {"name": "pageToken", "in": "query", "schema": {"type": "string"}},
+]
+
+
+def _op(summary: str, responses: dict[str, Any], default: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**responses, "default": default}, **extra}
+
+
+def _gemini_paths(version: str) -> dict[str, Any]:
+    base = f"/{version}/models"
+    body = {"required": True, **_json(_ref("GenerateContentRequest"))}
+    ok = {"200": {"description": "The answer", **_json(_ref("GenerateContentResponse"))}}
+    paths: dict[str, Any] = {
+        base + "/{model}:generateContent": {
+            "parameters": [_MODEL_PARAM],
+            "post": _op("Generate (text and) an image", ok, _GOOGLE_DEFAULT, requestBody=body),
+        },
+        base + "/{model}:streamGenerateContent": {
+            "parameters": [_MODEL_PARAM],
+            "post": _op(
+                "The same, streamed: SSE with alt=sse, else one JSON array written progressively",
+                {
+                    "200": {
+                        "description": "Events, each a GenerateContentResponse (or a final error)",
+                        "content": {
+                            "text/event-stream": {"schema": _SSE_EVENT},
+                            "application/json": {"schema": {"type": "array"}},
+                        },
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                requestBody=body,
+                parameters=[{"name": "alt", "in": "query", "schema": {"enum": ["sse", "json"]}}],
+            ),
+        },
+        base + "/{model}:countTokens": {
+            "parameters": [_MODEL_PARAM],
+            "post": _op(
+                "Count a request's input tokens",
+                {
+                    "200": {
+                        "description": "The count",
+                        **_json(
+                            {
+                                "type": "object",
+                                "required": ["totalTokens"],
+                                "properties": {"totalTokens": {"type": "integer"}},
+                            }
+                        ),
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                requestBody={"required": True, **_json({"type": "object"})},
+            ),
+        },
+    }
+    if version == "v1beta":  # the /v1 list and get are shared with OpenAI's (see _shared_models)
+        paths[base] = {
+            "get": _op(
+                "List models",
+                {"200": {"description": "Models", **_json(_ref("ModelList"))}},
+                _GOOGLE_DEFAULT,
+                parameters=_PAGING,
+            )
+        }
+        paths[base + "/{model}"] = {
+            "parameters": [_MODEL_PARAM],
+            "get": _op(
+                "One model", {"200": {"description": "The model", **_json(_ref("Model"))}}, _GOOGLE_DEFAULT
+            ),
+        }
+    return paths
+
+
+def _jobs_paths(version: str) -> dict[str, Any]:
+    """Asynchronous jobs and Google-style batches (server/jobs_routes.py)."""
+    job = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string"}, "state": {"type": "string"}, "model": {"type": "string"}},
+    }
+    operation = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "done": {"type": "boolean"},
+            "metadata": {"type": "object"},
+        },
+    }
+    submit = {
+        "allOf": [
+            _ref("GenerateContentRequest"),
+            {
+                "type": "object",
+                "required": ["model"],
+                "properties": {
+                    "model": {"type": "string", "examples": _MODEL_IDS},
+                    "webhook_url": {"type": "string", "description": "https URL called when the job ends"},
+                    "webhook_secret": {"type": "string", "minLength": 16, "maxLength": 200},
+                },
+            },
+        ]
+    }
+    batch_request = {
+        "type": "object",
+        "required": ["batch"],
+        "properties": {
+            "batch": {
+                "type": "object",
+                "properties": {
+                    "displayName": {"type": "string"},
+                    "inputConfig": {
+                        "type": "object",
+                        "properties": {
+                            "requests": {
+                                "type": "object",
+                                "properties": {
+                                    "requests": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "request": _ref("GenerateContentRequest"),
+                                                "metadata": {"type": "object"},
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                    },
+                },
+            }
+        },
+    }
+    ok_job = {"200": {"description": "The job", **_json(job)}}
+    ok_operation = {"200": {"description": "The batch as a long-running operation", **_json(operation)}}
+    empty = {"200": {"description": "Done", **_json({"type": "object"})}}
+    state = {"name": "state", "in": "query", "schema": {"type": "string"}}
+    base = f"/{version}"
+    return {
+        base + "/jobs": {
+            "get": _op(
+                "This key's jobs, newest first",
+                {
+                    "200": {
+                        "description": "Jobs",
+                        **_json({"type": "object", "properties": {"jobs": {"type": "array"}}}),
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                parameters=[*_PAGING, state],
+            ),
+            "post": _op(
+                "Queue a generateContent call to run in the background",
+                ok_job,
+                _GOOGLE_DEFAULT,
+                requestBody={"required": True, **_json(submit)},
+            ),
+        },
+        base + "/jobs/{job}": {
+            "parameters": [{"name": "job", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _op("A job: its state, and its answer once done", ok_job, _GOOGLE_DEFAULT),
+            "delete": _op("Cancel an unfinished job, forget a finished one", ok_job | empty, _GOOGLE_DEFAULT),
+        },
+        base + "/models/{model}:batchGenerateContent": {
+            "parameters": [_MODEL_PARAM],
+            "post": _op(
+                "Google's Batch API with inlined requests",
+                ok_operation,
+                _GOOGLE_DEFAULT,
+                requestBody={"required": True, **_json(batch_request)},
+            ),
+        },
+        base + "/batches": {
+            "get": _op(
+                "This key's batches",
+                {
+                    "200": {
+                        "description": "Operations",
+                        **_json({"type": "object", "properties": {"operations": {"type": "array"}}}),
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                parameters=_PAGING,
+            )
+        },
+        base + "/batches/{batch}": {
+            "parameters": [{"name": "batch", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "get": _op("A batch; its answers in input order once done", ok_operation, _GOOGLE_DEFAULT),
+            "delete": _op("Cancel an unfinished batch, forget a finished one", empty, _GOOGLE_DEFAULT),
+        },
+        base + "/batches/{batch}:cancel": {
+            "parameters": [{"name": "batch", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "post": _op("Cancel a batch", empty, _GOOGLE_DEFAULT),
+        },
+    }
+
+
+def _shared_models() -> dict[str, Any]:
+    note = (
+        "Shared by the Gemini API's /v1 alias and OpenAI's API: a caller authenticating the way "
+        "Gemini clients do (x-goog-api-key or ?key=) gets Gemini's shape, any other OpenAI's."
+    )
+    return {
+        "/v1/models": {
+            "get": _op(
+                "List models",
+                {
+                    "200": {
+                        "description": note,
+                        **_json({"anyOf": [_ref("ModelList"), _ref("OpenAIModelList")]}),
+                    }
+                },
+                _EITHER_DEFAULT,
+                parameters=_PAGING,
+            )
+        },
+        "/v1/models/{model}": {
+            "parameters": [_MODEL_PARAM],
+            "get": _op(
+                "One model",
+                {"200": {"description": note, **_json({"anyOf": [_ref("Model"), _ref("OpenAIModel")]})}},
+                _EITHER_DEFAULT,
+            ),
+        },
+    }
+
+
+def _openai_paths() -> dict[str, Any]:
+    images_ok = {"200": {"description": "The images", **_json(_ref("ImagesResponse"))}}
+    form = {
+        "type": "object",
+        "required": ["prompt", "image"],
+        "properties": {
+            **_IMAGES_FIELDS,
+            "image": {
+                "description": "One or several image files (image[] also works)",
+                "type": "array",
+                "items": {"type": "string", "contentMediaType": "application/octet-stream"},
+            },
+            "mask": {"type": "string", "description": "Refused: Gemini has no mask input"},
+        },
+    }
+    return {
+        "/v1/images/generations": {
+            "post": _op(
+                "Generate images (n parallel Gemini calls)",
+                images_ok,
+                _OPENAI_DEFAULT,
+                requestBody={
+                    "required": True,
+                    **_json({"type": "object", "required": ["prompt"], "properties": _IMAGES_FIELDS}),
+                },
+            )
+        },
+        "/v1/images/edits": {
+            "post": _op(
+                "Edit images",
+                images_ok,
+                _OPENAI_DEFAULT,
+                requestBody={"required": True, "content": {"multipart/form-data": {"schema": form}}},
+            )
+        },
+        "/v1/chat/completions": {
+            "post": _op(
+                "Chat with an image model",
+                {
+                    "200": {
+                        "description": "A completion, or with stream=true chat.completion.chunk events",
+                        "content": {
+                            "application/json": {"schema": _ref("ChatCompletion")},
+                            "text/event-stream": {"schema": _SSE_EVENT},
+                        },
+                    }
+                },
+                _OPENAI_DEFAULT,
+                requestBody={"required": True, **_json(_ref("ChatRequest"))},
+            )
+        },
+        "/v1/files/images/{name}": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "exp", "in": "query", "schema": {"type": "string"}},
+                {"name": "sig", "in": "query", "schema": {"type": "string"}},
+            ],
+            "get": _op(
+                "An image made with response_format=url (the signed link is the credential)",
+                {
+                    "200": {
+                        "description": "The image",
+                        "content": {
+                            m: {"schema": {"type": "string"}} for m in sorted(INPUT_IMAGE_MIME_TYPES)
+                        },
+                    }
+                },
+                _OPENAI_DEFAULT,
+                security=[],
+            ),
+            "head": _op(
+                "The same, headers only", {"200": {"description": "The image"}}, _OPENAI_DEFAULT, security=[]
+            ),
+        },
+    }
+
+
+def _usage_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for version in ("v1beta", "v1"):
+        paths[f"/{version}/usage"] = {
+            "get": _op(
+                "This key's limits, balance and usage",
+                {"200": {"description": "Usage", **_json(_USAGE_RESPONSE)}},
+                _GOOGLE_DEFAULT,
+            )
+        }
+    dates = [
+        {"name": "start_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+        {"name": "end_date", "in": "query", "schema": {"type": "string", "format": "date"}},
+    ]
+    for prefix in ("/v1", ""):
+        paths[f"{prefix}/dashboard/billing/subscription"] = {
+            "get": _op(
+                "The key's budget, OpenAI-style",
+                {"200": {"description": "Budget", **_json(_SUBSCRIPTION)}},
+                _GOOGLE_DEFAULT,
+            )
+        }
+        paths[f"{prefix}/dashboard/billing/usage"] = {
+            "get": _op(
+                "The key's spending between two dates, in cents",
+                {"200": {"description": "Spending", **_json(_BILLING_USAGE)}},
+                _GOOGLE_DEFAULT,
+                parameters=dates,
+            )
+        }
+    return paths
+
+
+def _admin_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for path, item in copy.deepcopy(ADMIN_OPENAPI["paths"]).items():
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            op["security"] = [{"admin": []}]
+            op["responses"]["default"] = _GOOGLE_DEFAULT
+        paths[path] = item
+    paths["/admin/openapi.json"] = {
+        "get": _op(
+            "The admin API's own description",
+            {"200": {"description": "OpenAPI", **_json({"type": "object"})}},
+            _GOOGLE_DEFAULT,
+            security=[],
+        )
+    }
+    return paths
+
+
+def _service_paths() -> dict[str, Any]:
+    public: dict[str, Any] = {"security": []}
+    return {
+        "/healthz": {
+            "get": _op(
+                "Liveness",
+                {
+                    "200": {
+                        "description": "Up",
+                        **_json({"type": "object", "properties": {"status": {"const": "ok"}}}),
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                **public,
+            ),
+            "head": _op("Liveness, headers only", {"200": {"description": "Up"}}, _GOOGLE_DEFAULT, **public),
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "Text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                _GOOGLE_DEFAULT,
+                **public,
+            )
+        },
+        "/openapi.json": {
+            "get": _op(
+                "This document",
+                {"200": {"description": "OpenAPI 3.1", **_json({"type": "object"})}},
+                _GOOGLE_DEFAULT,
+                **public,
+            )
+        },
+        "/console": {
+            "get": _op(
+                "The web console (HTML, signed in with the admin key; a UI, not an API: its pages "
+                "under /console/ are not described here)",
+                {"308": {"description": "Redirect to /console/"}},
+                _GOOGLE_DEFAULT,
+                **public,
+            )
+        },
+    }
+
+
+def build_gateway_openapi() -> dict[str, Any]:
+    paths: dict[str, Any] = {
+        **_gemini_paths("v1beta"),
+        **_gemini_paths("v1"),
+        **_jobs_paths("v1beta"),
+        **_jobs_paths("v1"),
+        **_shared_models(),
+        **_openai_paths(),
+        **_usage_paths(),
+        **_admin_paths(),
+        **_service_paths(),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bananagate",
+            "version": "1",
+            "description": (
+                "A gateway for Gemini image models: Google's generateContent API, an OpenAI-compatible "
+                "API on the same models, usage and admin APIs. Gemini routes answer errors in Google's "
+                "envelope, OpenAI routes in OpenAI's."
+            ),
+        },
+        "components": {
+            "securitySchemes": {
+                "googApiKey": {"type": "apiKey", "in": "header", "name": "x-goog-api-key"},
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A gateway key (sk-...)"},
+                "queryKey": {"type": "apiKey", "in": "query", "name": "key"},
+                "admin": {"type": "http", "scheme": "bearer", "description": "The admin key"},
+            },
+            "schemas": {
+                "GoogleError": _GOOGLE_ERROR,
+                "OpenAIError": _OPENAI_ERROR,
+                "Part": _PART,
+                "Content": _CONTENT,
+                "GenerateContentRequest": _GENERATE_REQUEST,
+                "GenerateContentResponse": _GENERATE_RESPONSE,
+                "Model": _MODEL,
+                "ModelList": _MODEL_LIST,
+                "OpenAIModel": _OPENAI_MODEL,
+                "OpenAIModelList": _OPENAI_MODEL_LIST,
+                "ImagesResponse": _IMAGES_RESPONSE,
+                "ChatRequest": _CHAT_REQUEST,
+                "ChatCompletion": _CHAT_RESPONSE,
+                "Key": _KEY,
+                "UsageSummary": _SUMMARY,
+            },
+        },
+        "security": [{"googApiKey": []}, {"bearer": []}, {"queryKey": []}],
+        "paths": paths,
+    }
+
+
+GATEWAY_OPENAPI: dict[str, Any] = build_gateway_openapi()
+
+
+async def gateway_openapi(request: Request) -> Response:
+    return json_response(GATEWAY_OPENAPI)

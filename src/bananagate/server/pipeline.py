@@ -1,7 +1,10 @@
 """One request's way through the gateway once it is authenticated and validated:
 meter (reserve) -> router (channels, retries, failover) -> meter (settle) -> image sink (gallery).
 
-Routes call only this; metering and routing each live in their own module behind it.
+Routes call only this; metering and routing each live in their own module behind it. Around
+them it enforces the request's deadline (504 `DEADLINE_EXCEEDED`, the reservation released),
+applies conversation affinity on routes with several channels, and leaves on the `Call` what
+the answer's headers report (cost, the key's limits).
 """
 
 from __future__ import annotations
@@ -9,18 +12,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.pricing import format_usd
 from bananagate.protocol.scan import scan_finish_reason
-from bananagate.providers.base import Answer, Call, UpstreamError, UpstreamTimeout
+from bananagate.providers.base import Answer, Call, LimitState, UpstreamError, UpstreamTimeout
+from bananagate.server.affinity import Affinity, answer_digests
 from bananagate.server.auth import Principal
+from bananagate.server.deadlines import bounded_by
 from bananagate.server.routing import ModelRouter
-
-COST_HEADER = "x-bananagate-cost-usd"
+from bananagate.server.timing import COST_HEADER as COST_HEADER  # re-exported: the console reads it
 
 
 class Reservation(Protocol):
@@ -35,6 +39,20 @@ class Reservation(Protocol):
         ...
 
     async def release(self, reason: str, *, status: int | None = None) -> None: ...
+
+
+@runtime_checkable
+class ReportsLimits(Protocol):
+    """A reservation that can tell what its key has left (for the `x-ratelimit-*` headers)."""
+
+    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None: ...
+
+
+@runtime_checkable
+class SettlesPartially(Protocol):
+    """A reservation that can charge what a stream delivered before it broke off."""
+
+    async def settle_partial(self, status: int) -> int | None: ...
 
 
 class Meter(Protocol):
@@ -88,11 +106,29 @@ def failure_status(exc: BaseException) -> int:
 
 class Pipeline:
     def __init__(
-        self, router: ModelRouter, meter: Meter | None = None, images: ImageSink | None = None
+        self,
+        router: ModelRouter,
+        meter: Meter | None = None,
+        images: ImageSink | None = None,
+        *,
+        affinity: Affinity | None = None,
+        deadline_seconds: float | None = None,
     ) -> None:
         self.router = router
         self.meter: Meter = meter or NullMeter()
         self.images = images
+        self.affinity = affinity
+        # The deadline of requests whose client sends none (server/deadlines.py).
+        self.deadline_seconds = deadline_seconds
+
+    def _affine(self, call: Call) -> bool:
+        """Affinity matters only where there is a choice of channel."""
+        return self.affinity is not None and self.router.channel_count(call.model_id) > 1
+
+    @staticmethod
+    def _note_limits(call: Call, reservation: Reservation, cost: int | None = None) -> None:
+        if isinstance(reservation, ReportsLimits):
+            call.limits = reservation.limit_state(cost)
 
     def _keep(
         self, call: Call, principal: Principal, bodies: list[bytes], cost: int | None, started: float
@@ -102,9 +138,13 @@ class Pipeline:
 
     async def generate(self, call: Call, principal: Principal) -> Answer:
         started = time.monotonic()
+        affine = self._affine(call)
+        if affine and self.affinity is not None:
+            await self.affinity.prefer(call)
         reservation = await self.meter.reserve(call, principal)
         try:
-            answer = await self.router.generate(call)
+            with bounded_by(call.deadline):
+                answer = await self.router.generate(call)
         except BaseException as exc:
             # Shielded: under anyio a cancelled task would otherwise be cancelled again here.
             with anyio.CancelScope(shield=True):
@@ -115,38 +155,86 @@ class Pipeline:
         cost = await reservation.settle(answer.body)
         if cost is not None:
             answer.headers[COST_HEADER] = format_usd(cost)
+        call.cost_nanos = cost
+        self._note_limits(call, reservation, cost)
+        if affine and self.affinity is not None:
+            await self.affinity.remember(call, answer_digests(answer.body))
         self._keep(call, principal, [answer.body], cost, started)
         return answer
 
     async def stream(self, call: Call, principal: Principal) -> AsyncGenerator[bytes, None]:
         """Events of a streamed call. The event that carries `finishReason` (the last one) is held
-        back until the call is settled, so a client that got the whole stream was recorded."""
+        back until the call is settled, so a client that got the whole stream was recorded.
+
+        Other events count as delivered once the client asked for the next one (it has this one),
+        so a stream that breaks off (upstream failure, deadline, client gone) is charged for the
+        images the client fully received, and nothing when it received none."""
         started = time.monotonic()
+        affine = self._affine(call)
+        if affine and self.affinity is not None:
+            await self.affinity.prefer(call)
         reservation = await self.meter.reserve(call, principal)
+        self._note_limits(call, reservation)
         settled = False
+        delivered = 0
         failure: BaseException | None = None
+        digests: list[str] = []
         # Only with an image sink: the events (references, no copies) until the call is settled.
         kept: list[bytes] | None = [] if self.images is not None else None
+        events = self.router.stream(call)
         try:
-            async for event in self.router.stream(call):
-                reservation.observe(event)
+            while True:
+                try:
+                    # Each step bounded on its own: a deadline scope must not span a yield.
+                    with bounded_by(call.deadline):
+                        event = await events.__anext__()
+                except StopAsyncIteration:
+                    break
+                if affine:
+                    digests.extend(answer_digests(event))
                 if kept is not None and not settled:
                     kept.append(event)
                 if not settled and scan_finish_reason(event) is not None:
+                    reservation.observe(event)
+                    if affine and self.affinity is not None:
+                        await self.affinity.remember(call, digests)
                     cost = await reservation.settle()
-                    settled = True
+                    call.cost_nanos, settled = cost, True
                     self._keep(call, principal, kept or [], cost, started)
+                    yield event
+                    continue
                 yield event
+                reservation.observe(event)
+                delivered += 1
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            if not settled:
-                with anyio.CancelScope(shield=True):
-                    if failure is None:
-                        cost = await reservation.settle()
-                        self._keep(call, principal, kept or [], cost, started)
-                    elif isinstance(failure, (GeneratorExit, asyncio.CancelledError)):
-                        await reservation.release("cancelled", status=499)
-                    else:
-                        await reservation.release("failed", status=failure_status(failure))
+            with anyio.CancelScope(shield=True):
+                await events.aclose()  # the upstream side closes at once, even when cancelled
+                if not settled:
+                    await self._end_stream(call, principal, reservation, failure, delivered, kept, started)
+
+    async def _end_stream(
+        self,
+        call: Call,
+        principal: Principal,
+        reservation: Reservation,
+        failure: BaseException | None,
+        delivered: int,
+        kept: list[bytes] | None,
+        started: float,
+    ) -> None:
+        """Record a stream that ended without its final event being settled."""
+        if failure is None:
+            cost = await reservation.settle()
+            self._keep(call, principal, kept or [], cost, started)
+            return
+        cancelled = isinstance(failure, (GeneratorExit, asyncio.CancelledError))
+        status = 499 if cancelled else failure_status(failure)
+        if delivered and isinstance(reservation, SettlesPartially):
+            # Part of the answer reached the client: charge what it holds, record the failure.
+            call.cost_nanos = await reservation.settle_partial(status)
+            self._keep(call, principal, kept or [], call.cost_nanos, started)
+            return
+        await reservation.release("cancelled" if cancelled else "failed", status=status)

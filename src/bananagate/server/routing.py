@@ -1,6 +1,11 @@
 """Which upstream serves a call: channels by model, retries with backoff, failover, key cooldowns
 and circuits. The decisions are `selection.AttemptPlan`'s; this module runs them against the
-providers and keeps `call.attempts` / `call.channel` current for metering and response headers.
+providers and keeps `call.attempts` / `call.channel` current for metering and response headers,
+with the time spent on upstreams and in backoff (`Server-Timing`).
+
+Two request guarantees shape the plan: the call's deadline (no retry or failover attempt starts
+that cannot finish before it, judged by how long attempts on that channel usually take) and
+conversation affinity (`call.prefer_channel` goes first; `call.affinity` says whether it served).
 
 Aliases (`[aliases]` in the config file) and a channel's `model_map` change the model name the
 upstream is asked for (its URL, or `model` for OpenAI); the request body is never touched.
@@ -30,6 +35,7 @@ from bananagate.protocol.errors import (
 from bananagate.providers.base import Answer, Call, Provider, ProviderError, UpstreamError, UpstreamTimeout
 from bananagate.providers.factory import EmulatorOptions
 from bananagate.providers.upstream_errors import UpstreamKeyRejected
+from bananagate.server.deadlines import AttemptTimes
 from bananagate.server.registry import ChannelRegistry, LiveChannel, Route, database_loader
 from bananagate.server.selection import AttemptPlan, GiveUp, Outcome, Try, Wait
 from bananagate.server.upstream_health import Health
@@ -67,6 +73,8 @@ class ModelRouter:
         self.registry = registry
         self.policy = registry.config.routing
         self.health = Health(self.policy, clock)
+        self.attempt_times = AttemptTimes(self.policy.min_attempt_time)
+        self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
 
@@ -77,6 +85,11 @@ class ModelRouter:
 
     def find(self, model_id: str) -> ImageModel | None:
         return self.registry.snapshot().find(model_id)
+
+    def channel_count(self, model_id: str) -> int:
+        """How many channels could serve `model_id` (0 when none; 1 leaves no choice)."""
+        route = self.registry.snapshot().route(model_id)
+        return 0 if route is None else len(route.channels)
 
     async def start(self) -> None:
         await self.registry.start()
@@ -90,7 +103,7 @@ class ModelRouter:
         route = self._route(call)
         if route.direct:
             channel = self._begin(call, route, Try(0, 0))
-            async with channel.lease():
+            async with channel.lease(), self._upstream(call, channel.name):
                 return await channel.providers[0].generate(call)
         answer, stack, _ = await self._attempt(call, route, _generate)
         await stack.aclose()
@@ -104,6 +117,11 @@ class ModelRouter:
             channel = self._begin(call, route, Try(0, 0))
             direct = channel.providers[0].stream(call)
             async with channel.lease(), _closing(direct):
+                async with self._upstream(call, channel.name):
+                    first = await _first(direct)
+                if first is None:
+                    return
+                yield first
                 async for event in direct:
                     yield event
             return
@@ -131,12 +149,22 @@ class ModelRouter:
     ) -> tuple[T, contextlib.AsyncExitStack, LiveChannel]:
         """Run the attempt plan until `start` succeeds on some upstream. The returned stack holds
         the channel's lease (and whatever `start` registered); the caller closes it when done."""
-        plan = AttemptPlan(route.channels, self.health, self.policy, self._rng)
+        names = [c.name for c in route.channels]
+        prefer = names.index(call.prefer_channel) if call.prefer_channel in names else None
+        plan = AttemptPlan(
+            route.channels,
+            self.health,
+            self.policy,
+            self._rng,
+            prefer=prefer,
+            deadline=call.deadline,
+            expected=lambda index: self.attempt_times.expected(names[index], call.method),
+        )
         last: ProviderError | None = None
         while True:
             step = plan.next()
             if isinstance(step, Wait):
-                await self._sleep(step.seconds)
+                await self._backoff(call, step.seconds)
                 continue
             if isinstance(step, GiveUp):
                 raise _final(call, last or _nothing_available(route, step)) from None
@@ -144,11 +172,12 @@ class ModelRouter:
             stack = contextlib.AsyncExitStack()
             try:
                 if step.wait:
-                    await self._sleep(step.wait)
+                    await self._backoff(call, step.wait)
                 await stack.enter_async_context(channel.lease())
-                result = await start(
-                    channel.providers[step.key], self._upstream_call(call, route, channel), stack
-                )
+                async with self._upstream(call, channel.name, learn=True):
+                    result = await start(
+                        channel.providers[step.key], self._upstream_call(call, route, channel), stack
+                    )
             except ProviderError as exc:
                 await stack.aclose()
                 last = exc
@@ -160,7 +189,29 @@ class ModelRouter:
                 plan.record(step, "abandoned")
                 raise
             plan.record(step, "ok")
+            if call.prefer_channel is not None:
+                call.affinity = "kept" if channel.name == call.prefer_channel else "broken"
             return result, stack, channel
+
+    async def _backoff(self, call: Call, seconds: float) -> None:
+        began = self._clock()
+        try:
+            await self._sleep(seconds)
+        finally:
+            call.backoff_seconds += self._clock() - began
+
+    @contextlib.asynccontextmanager
+    async def _upstream(self, call: Call, channel: str, *, learn: bool = False) -> AsyncIterator[None]:
+        """Time spent waiting on an upstream (Server-Timing); with `learn`, a successful
+        attempt's duration teaches the deadline check how long this channel takes."""
+        began = self._clock()
+        try:
+            yield
+        finally:
+            spent = self._clock() - began
+            call.upstream_seconds += spent
+        if learn:
+            self.attempt_times.observe(channel, call.method, spent)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -217,6 +268,13 @@ async def _open_stream(
         return events, await events.__anext__()
     except StopAsyncIteration:
         return events, None
+
+
+async def _first(events: AsyncIterator[bytes]) -> bytes | None:
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 @contextlib.asynccontextmanager

@@ -10,13 +10,17 @@
 * Channels whose circuit is open, or whose keys are all cooling, are skipped. When nothing is
   left, the plan waits for the soonest of them if that is within `max_cooldown_wait`.
 * Budget: at most `max_attempts` tries, and none starts after `retry_window` seconds.
+* Deadline: after the first try, none starts (and no wait begins) unless it can finish before
+  the request's deadline, given how long a try on that channel is `expected` to take.
+* Affinity: a `prefer`red channel (the one that produced the conversation's history) comes
+  first whatever its priority; if it cannot serve, the plan fails over as usual.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -56,12 +60,13 @@ class GiveUp:
     retry_after: float | None = None
 
 
-def plan_order(candidates: Sequence[Candidate], rng: random.Random) -> list[int]:
-    """Indices by priority (high first), weighted-shuffled within a priority (Efraimidis–Spirakis)."""
+def plan_order(candidates: Sequence[Candidate], rng: random.Random, prefer: int | None = None) -> list[int]:
+    """Indices by priority (high first), weighted-shuffled within a priority (Efraimidis–Spirakis);
+    `prefer` (an index) goes first whatever its priority."""
 
-    def sort_key(index: int) -> tuple[int, float]:
+    def sort_key(index: int) -> tuple[bool, int, float]:
         weight = max(1, candidates[index].weight)
-        return -candidates[index].priority, -(rng.random() ** (1.0 / weight))
+        return index != prefer, -candidates[index].priority, -(rng.random() ** (1.0 / weight))
 
     return sorted(range(len(candidates)), key=sort_key)
 
@@ -81,6 +86,10 @@ class AttemptPlan:
         health: Health,
         policy: RoutingConfig,
         rng: random.Random,
+        *,
+        prefer: int | None = None,
+        deadline: float | None = None,
+        expected: Callable[[int], float] | None = None,
     ) -> None:
         self._candidates = candidates
         self._health = health
@@ -88,7 +97,9 @@ class AttemptPlan:
         self._rng = rng
         self._clock = health.clock
         self._started = self._clock()
-        self._order = plan_order(candidates, rng)
+        self._order = plan_order(candidates, rng, prefer)
+        self._deadline = deadline
+        self._expected = expected or (lambda index: 0.0)
         self._tries = [0] * len(candidates)
         # After a failure with RetryInfo the channel is not retried before this (clock time).
         self._not_before = [0.0] * len(candidates)
@@ -106,17 +117,24 @@ class AttemptPlan:
         ):
             return GiveUp("exhausted")
         stay = self._stay(elapsed)
-        if stay is not None:
+        if stay is not None and self._fits(stay.channel, stay.wait):
             return self._begin(stay)
         for index in self._order:
-            if self._tries[index] == 0 and (key := self._usable_key(index)) is not None:
+            if self._tries[index] == 0 and self._fits(index) and (key := self._usable_key(index)) is not None:
                 return self._begin(Try(index, key))
         now = self._clock()
         for index in self._order:  # channels left earlier that can be used again now
-            ready = self._has_tries(index) and self._not_before[index] <= now
+            ready = self._has_tries(index) and self._not_before[index] <= now and self._fits(index)
             if ready and (key := self._usable_key(index)) is not None:
                 return self._begin(Try(index, key))
         return self._wait_or_give_up(elapsed)
+
+    def _fits(self, index: int, wait: float = 0.0) -> bool:
+        """Can a try on this channel, after `wait`, still finish before the deadline? The first
+        try always may (the pipeline cuts it off at the deadline)."""
+        if self._deadline is None or not self.attempts:
+            return True
+        return self._clock() + wait + self._expected(index) <= self._deadline
 
     def _stay(self, elapsed: float) -> Try | None:
         """Another try on the current channel, if its last outcome and budget allow one."""
@@ -158,7 +176,10 @@ class AttemptPlan:
             circuit_blocked = circuit_blocked or reopen > 0
             rate_limited = rate_limited or not all(self._health.rejected(k) for k in channel.key_ids)
             backoff = self._not_before[index] - self._clock()
-            waits.append(max(reopen, backoff, self._health.keys_ready_in(channel.key_ids)))
+            wait = max(reopen, backoff, self._health.keys_ready_in(channel.key_ids))
+            if math.isfinite(wait) and not self._fits(index, wait):
+                continue  # waiting for it is pointless: it could not finish in time
+            waits.append(wait)
         soonest = min(waits, default=math.inf)
         within = soonest <= self._policy.max_cooldown_wait and elapsed + soonest < self._policy.retry_window
         if math.isfinite(soonest) and within:

@@ -7,6 +7,7 @@ The server calls `ensure_default_key(store, data_dir)` on start-up.
 
 from __future__ import annotations
 
+from bananagate.store.affinity import AffinityRepository
 from bananagate.store.channels import ChannelNameTaken, ChannelRecord, ChannelRepository
 from bananagate.store.crypto import KeyCipher, SecretKeyMismatch, SecretKeyMissing
 from bananagate.store.default_key import DEFAULT_KEY_FILENAME, DEFAULT_KEY_NAME, ensure_default_key
@@ -18,6 +19,9 @@ from bananagate.store.errors import (
     StoreUnavailable,
 )
 from bananagate.store.gallery import GalleryEntry, GalleryRepository, NewImage
+from bananagate.store.idempotency import AnswerFiles, Claim, IdempotencyRepository, KeptAnswer
+from bananagate.store.jobs_records import BatchRecord, ClaimedJob, JobRecord, NewJob, Submission
+from bananagate.store.jobs_repo import JobRepository
 from bananagate.store.keys import ApiKeyRecord, KeyLimits, KeyRepository, generate_secret, hash_secret
 from bananagate.store.ledger import LedgerRepository, LedgerRow, UsageSummary
 from bananagate.store.reservations import Hold, ReservationRepository
@@ -26,14 +30,23 @@ from bananagate.store.store import Store
 __all__ = [
     "DEFAULT_KEY_FILENAME",
     "DEFAULT_KEY_NAME",
+    "AffinityRepository",
+    "AnswerFiles",
     "ApiKeyRecord",
+    "BatchRecord",
     "ChannelNameTaken",
     "ChannelRecord",
     "ChannelRepository",
+    "Claim",
+    "ClaimedJob",
     "GalleryEntry",
     "GalleryRepository",
     "Hold",
+    "IdempotencyRepository",
     "InvalidKeyName",
+    "JobRecord",
+    "JobRepository",
+    "KeptAnswer",
     "KeyCipher",
     "KeyLimits",
     "KeyNameTaken",
@@ -41,6 +54,7 @@ __all__ = [
     "LedgerRepository",
     "LedgerRow",
     "NewImage",
+    "NewJob",
     "ReservationRepository",
     "SchemaTooNew",
     "SecretKeyMismatch",
@@ -48,6 +62,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "Submission",
     "UsageSummary",
     "ensure_default_key",
     "generate_secret",

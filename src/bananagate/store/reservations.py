@@ -35,6 +35,8 @@ class Hold:
     id: str
     key_id: int
     amount_nanos: int
+    # What the key's budget had left beside this hold when it was taken (for answer headers).
+    remaining_nanos: int | None = None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -74,6 +76,12 @@ class ReservationRepository:
             )
             if not result.rowcount:  # type: ignore[attr-defined]
                 return None
+            left = session.execute(
+                select(ApiKey.budget_nanos - ApiKey.spent_nanos - ApiKey.reserved_nanos).where(
+                    ApiKey.id == key_id
+                )
+            ).scalar()
+            hold = Hold(hold.id, key_id, amount_nanos, None if left is None else int(left))
             session.add(
                 Reservation(
                     id=hold.id,

@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Self
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
 
+from bananagate.store.affinity import AffinityRepository
 from bananagate.store.channels import ChannelRepository
 from bananagate.store.db import create_store_engine, upgrade_schema
 from bananagate.store.gallery import GalleryRepository
+from bananagate.store.idempotency import IdempotencyRepository
+from bananagate.store.jobs_repo import JobRepository
 from bananagate.store.keys import ApiKeyRecord, KeyRepository
 from bananagate.store.ledger import LedgerRepository
 from bananagate.store.reservations import ReservationRepository
@@ -37,8 +40,12 @@ class Store:
         self.reservations = ReservationRepository(engine)
         self.ledger = LedgerRepository(engine)
         self.channels = ChannelRepository(engine)
+        self.jobs = JobRepository(engine)  # asynchronous jobs and batches (server/jobs.py)
         # Images kept for the web console; its directory is configured by the server.
         self.gallery = GalleryRepository(engine)
+        # Request guarantees (server/idempotency.py, server/affinity.py).
+        self.idempotency = IdempotencyRepository(engine)
+        self.affinity = AffinityRepository(engine)
 
     @classmethod
     def open(cls, url: str | URL, *, migrate: bool = True) -> Self:
