@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from bananagate.protocol.response import Usage
 from bananagate.protocol.scan import count_output_images, is_error_event, scan_finish_reason, scan_usage
 
-b64 = st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode())
+b64 = st.one_of(st.binary(max_size=200), st.binary(min_size=12_000, max_size=20_000)).map(
+    lambda b: base64.b64encode(b).decode()
+)
 nasty_text = st.lists(
     st.sampled_from([*'ab{}[]":,\\ \n', '"inlineData"', '"usageMetadata"', '"thought":true']), max_size=20
 ).map("".join)
@@ -82,3 +84,26 @@ def test_missing_fields() -> None:
     assert count_output_images(b"{}") == 0
     assert is_error_event(b'{"error": {"code": 500}}'.replace(b": ", b":"))
     assert not is_error_event(b'{"candidates": []}')
+
+
+def test_skeleton_cuts_payloads_only() -> None:
+    data = base64.b64encode(bytes(range(256)) * 100).decode()
+    resp = {
+        "candidates": [
+            {
+                "content": {
+                    "parts": [
+                        {"text": 'say "data": "x"'},
+                        {"inlineData": {"mimeType": "image/png", "data": data}},
+                    ]
+                }
+            }
+        ]
+    }
+    body = orjson.dumps(resp)
+    from bananagate.protocol.scan import skeleton
+
+    small = skeleton(body)
+    assert len(small) < 300
+    assert orjson.loads(small)["candidates"][0]["content"]["parts"][1]["inlineData"]["data"] == ""
+    assert orjson.loads(small)["candidates"][0]["content"]["parts"][0]["text"] == 'say "data": "x"'

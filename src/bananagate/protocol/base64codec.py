@@ -11,18 +11,24 @@ import binascii
 import re
 
 # Either alphabet (clients mix them: the Python SDK sends URL-safe), optional padding.
-_B64_RE = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
 _WHITESPACE = re.compile(r"[\s]+")
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
 
 
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+
+
 def is_valid_base64(value: str) -> bool:
     """True when `value` is Base64 in either alphabet, padded or unpadded, with no other characters."""
-    if _B64_RE.fullmatch(value) is None:
+    # `bytes.translate` deleting the alphabet runs at memory speed (a regex walks ~4x slower):
+    # on a 1.4 MB image that is ~1 ms instead of ~4 ms, on the event loop of every request.
+    if not value.isascii():
         return False
     stripped = value.rstrip("=")
     pad = len(value) - len(stripped)
-    if len(stripped) % 4 == 1:
+    if pad > 2 or len(stripped) % 4 == 1:
+        return False
+    if stripped.encode("ascii").translate(None, _ALPHABET):
         return False
     # Padding, when present, must complete the last quantum.
     return not (pad and len(value) % 4 != 0)
@@ -45,6 +51,12 @@ def decode(value: str) -> bytes:
 
     Raises ValueError when the text is not Base64.
     """
+    if len(value) % 4 == 0 and "-" not in value and "_" not in value:
+        # The common case (standard, padded): one strict C pass, no copies of the text.
+        try:
+            return binascii.a2b_base64(value, strict_mode=True)
+        except binascii.Error:
+            pass  # whitespace or something else: the lenient path below decides
     text = _WHITESPACE.sub("", value) if has_whitespace(value) else value
     if not is_valid_base64(text):
         raise ValueError("not base64")

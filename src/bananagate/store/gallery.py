@@ -124,10 +124,13 @@ class GalleryRepository:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.directory = directory
         self.max_bytes = max_bytes
+        # Bytes added since the total was last summed; None means "never summed yet".
+        self._unchecked_bytes: int | None = None
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self._unchecked_bytes = None
 
     def _session(self) -> Session:
         return self._sessions()
@@ -183,8 +186,20 @@ class GalleryRepository:
                     path.unlink()
             raise
         ids = [row.id for row in rows]
-        self.evict()
+        self._maybe_evict(sum(len(image.data) for image in images))
         return ids
+
+    def _maybe_evict(self, added: int) -> None:
+        # Summing every row on every add costs more than the image write itself once the gallery
+        # is large: sum again only after ~2 % of the cap has been added (and at the first add).
+        if self.max_bytes is None:
+            return
+        if self._unchecked_bytes is not None:
+            self._unchecked_bytes += added
+            if self._unchecked_bytes < max(self.max_bytes // 50, 1):
+                return
+        self.evict()
+        self._unchecked_bytes = 0
 
     def evict(self) -> int:
         """Delete the oldest images until the total size is within the cap; how many went."""
