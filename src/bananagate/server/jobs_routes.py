@@ -124,9 +124,7 @@ class JobRoutes:
             raise model_not_found(strip_model_prefix(model_id), "generateContent")
         return model
 
-    def _job(
-        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: bytes
-    ) -> NewJob:
+    def _job(self, principal: Principal, model: ImageModel, model_id: str, body: bytes) -> NewJob:
         """One queued call: validated like a synchronous one, its maximum cost to hold."""
         parsed = parse_and_check(body, model)
         call = Call(model, strip_model_prefix(model_id), "generateContent", body, parsed)
@@ -192,7 +190,7 @@ class JobRoutes:
         secret = _pop(data, "webhook_secret", "webhookSecret")
         model = self._model(model_id)
         body = orjson.dumps(data)
-        item = self._job(request, principal, model, str(model_id), body)
+        item = self._job(principal, model, str(model_id), body)
         sub = self._submission(request, principal, str(model_id), webhook_url, secret)
         (job_id,) = await self._queue(sub, [item])
         job = await anyio.to_thread.run_sync(lambda: self._store().jobs.get(job_id))
@@ -246,10 +244,7 @@ class JobRoutes:
         limit = self.settings.jobs_max_batch_items
         if len(requests) > limit:
             raise invalid_argument(f"Too many requests in one batch: {len(requests)} (at most {limit}).")
-        items = [
-            self._batch_item(request, principal, model, model_id, i, entry)
-            for i, entry in enumerate(requests)
-        ]
+        items = [self._batch_item(principal, model, model_id, i, entry) for i, entry in enumerate(requests)]
         hook = batch.get("webhookConfig") or batch.get("webhook_config")
         uris = hook.get("uris") if isinstance(hook, dict) else None
         webhook_url = _pop(data, "webhook_url", "webhookUrl") or (
@@ -266,7 +261,7 @@ class JobRoutes:
         return json_response(batch_operation(record))
 
     def _batch_item(
-        self, request: Request, principal: Principal, model: ImageModel, model_id: str, index: int, entry: Any
+        self, principal: Principal, model: ImageModel, model_id: str, index: int, entry: Any
     ) -> NewJob:
         where = f"batch.input_config.requests.requests[{index}]"
         inner = entry.get("request") if isinstance(entry, dict) else None
@@ -274,7 +269,7 @@ class JobRoutes:
             raise invalid_argument(f"{where}.request must be a GenerateContentRequest object.")
         inner = {k: v for k, v in inner.items() if k != "model"}  # the SDK repeats the batch's model
         try:
-            item = self._job(request, principal, model, model_id, orjson.dumps(inner))
+            item = self._job(principal, model, model_id, orjson.dumps(inner))
         except ApiError as exc:
             if exc.code != 400:
                 raise

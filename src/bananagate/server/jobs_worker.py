@@ -133,10 +133,14 @@ class JobWorker:
         for task in running.values():
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
-        if running:
-            # Not counted as attempts: the next worker (or this one after a restart) starts fresh.
-            given = await self._db(self._store().jobs.requeue, self.owner, list(running))
-            log.info("job worker %s stopped; %d running job(s) back in the queue", self.owner, given)
+        # Every job this worker still holds, including one claimed just as the claim loop was
+        # stopped; not counted as attempts: the next worker (or this one restarted) starts fresh.
+        try:
+            given = await self._db(self._store().jobs.requeue, self.owner, None)
+        except Exception as exc:  # their leases run out instead, and another worker takes them
+            log.warning("job worker %s: cannot requeue its jobs: %s", self.owner, exc)
+            return
+        log.info("job worker %s stopped; %d running job(s) back in the queue", self.owner, given)
 
     async def _forever(self, what: str, step: Callable[[], Coroutine[Any, Any, None]], pause: float) -> None:
         while True:

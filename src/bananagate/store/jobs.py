@@ -282,7 +282,7 @@ class JobQueue:
     def requeue(
         self,
         owner: str,
-        job_ids: Iterable[str],
+        job_ids: Iterable[str] | None,
         *,
         delay: float = 0.0,
         count_attempt: bool = False,
@@ -293,9 +293,10 @@ class JobQueue:
 
         Without `count_attempt` the attempt did not count (a worker shutting down, a key at its
         rate limit); with it, it did (a retryable upstream failure; `last_error` says which).
+        `job_ids` None: every job `owner` still holds (a worker stopping for good).
         """
-        ids = list(job_ids)
-        if not ids:
+        ids = None if job_ids is None else list(job_ids)
+        if ids is not None and not ids:
             return 0
         now = now_utc(now)
         values: dict[str, Any] = {
@@ -314,9 +315,8 @@ class JobQueue:
         if last_error is not None:
             values["last_error"] = to_json(last_error)
         with self._session() as session, session.begin():
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id.in_(ids), JobRow.lease_owner == owner, JobRow.state == RUNNING)
-                .values(**values)
-            )
+            query = update(JobRow).where(JobRow.lease_owner == owner, JobRow.state == RUNNING)
+            if ids is not None:
+                query = query.where(JobRow.id.in_(ids))
+            result = session.execute(query.values(**values))
             return int(result.rowcount)  # type: ignore[attr-defined]
