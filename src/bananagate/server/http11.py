@@ -1,5 +1,5 @@
-"""The HTTP/1.1 connection protocol `bananagate serve` runs under uvicorn: uvicorn's h11 protocol
-with two things it lacks.
+"""The HTTP/1.1 connection protocol `bananagate serve` runs under uvicorn: uvicorn's own (httptools
+when installed, as uvicorn's "auto" picks, else h11) with two things it lacks.
 
 1. **A header deadline.** uvicorn times out idle keep-alive connections, but not a connection
    that has not sent (all of) a request's headers yet: a client that connects and then trickles
@@ -8,13 +8,10 @@ with two things it lacks.
    within `header_timeout` seconds of opening, or of its previous response; otherwise it is closed
    (with a 408 in Google's envelope if part of a request had arrived). Slow *bodies* are the
    ASGI layer's job (`server.body.TimedReceive`), as only the app knows when it reads one.
-2. **An error envelope for unparseable requests.** A request h11 cannot parse (`Content-Length:
-   abc`, a bad request line, headers over the size limit) never reaches the app; uvicorn answers
-   it with a plain-text 400. Here it gets the same JSON envelope, `x-request-id` and access-log
-   line as every other error.
-
-The h11 implementation is pinned on purpose: httptools (picked by uvicorn's "auto" when
-installed) has neither hook.
+2. **An error envelope for unparseable requests.** A request the parser refuses (`Content-Length:
+   abc`, a bad request line, an oversized head) never reaches the app; uvicorn answers it with a
+   plain-text 400. Here it gets the JSON envelope, `x-request-id` and access-log line of every
+   other error. (Google's envelope even on OpenAI routes: the path is not known at that point.)
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import logging
 import time
 from typing import Any
 
-import h11
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
@@ -36,12 +32,16 @@ from bananagate.server.middleware import access_log, new_request_id
 log = logging.getLogger("bananagate.server")
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+# Largest request head (request line and headers) accepted; h11 has the same bound built in,
+# httptools none at all (a client could grow one request's headers without limit).
+MAX_HEAD_BYTES = 16 * 1024
+_REASONS = {400: "Bad Request", 408: "Request Timeout"}
 
 
 def _envelope(status: int, message: str, status_name: str, request_id: str) -> bytes:
     body = ApiError(status, message, status_name).to_json()
     head = (
-        f"HTTP/1.1 {status} {'Bad Request' if status == 400 else 'Request Timeout'}\r\n"
+        f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
         "content-type: application/json; charset=UTF-8\r\n"
         f"content-length: {len(body)}\r\n"
         f"x-request-id: {request_id}\r\n"
@@ -50,29 +50,24 @@ def _envelope(status: int, message: str, status_name: str, request_id: str) -> b
     return head.encode("ascii") + body
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header deadline and enveloped 400s (module docstring)."""
+class _Guarded(asyncio.Protocol):
+    """What both guarded protocols add (module docstring). Mixed in before uvicorn's class, whose
+    attributes (`loop`, `transport`, `cycle`, `client`) and callbacks it uses."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-        *,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.header_timeout = header_timeout
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._partial = False  # bytes of a not yet complete request arrived since the timer started
-        self._opened = time.perf_counter()
-
-    # --- header deadline --------------------------------------------------------------------
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+    client: tuple[str, int] | None
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+    _partial = False  # bytes of a not yet complete request arrived since the timer started
+    _head_bytes = 0  # how many of them
+    _opened = 0.0
 
     def _arm(self) -> None:
         self._disarm()
         self._partial = False
+        self._head_bytes = 0
         self._opened = time.perf_counter()
         if self.header_timeout > 0:
             self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
@@ -82,23 +77,19 @@ class GuardedH11Protocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _busy(self) -> bool:
+        """A request is being served: its body and answer have limits of their own."""
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._busy():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being served: its body and answer have their own limits
         if self._partial:
-            # Part of a request came: say why the connection ends (nginx logs 408 for this too).
+            # Part of a request came: say why the connection ends (nginx logs a 408 for this too).
             request_id = new_request_id()
-            self.transport.write(
-                _envelope(
-                    408,
-                    f"The request headers did not arrive within {self.header_timeout:g} s.",
-                    "DEADLINE_EXCEEDED",
-                    request_id,
-                )
-            )
+            message = f"The request headers did not arrive within {self.header_timeout:g} s."
+            self.transport.write(_envelope(408, message, "DEADLINE_EXCEEDED", request_id))
             self._log(408, request_id)
         self.transport.close()
 
@@ -107,7 +98,7 @@ class GuardedH11Protocol(H11Protocol):
         elapsed_ms = (time.perf_counter() - self._opened) * 1000
         access_log.info('%s "- -" %d 0B %.1fms rid=%s key=-', client, status, elapsed_ms, request_id)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
 
@@ -116,36 +107,78 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is not None:
+        waiting = self._header_timer is not None
+        if waiting:
             self._partial = True
-        super().data_received(data)
-
-    def handle_events(self) -> None:
+            self._head_bytes += len(data)
         before = self.cycle
-        super().handle_events()
+        super().data_received(data)
         if self.cycle is not before:
             self._disarm()  # a request's headers are complete: the app has the request now
+        elif waiting and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refuse(f"The request head is larger than {MAX_HEAD_BYTES} bytes.")
 
     def on_response_complete(self) -> None:
-        # Armed before the parent runs, since it may start a pipelined request at once (which
-        # disarms the timer again in handle_events).
+        # Armed before the parent runs, since it may start a pipelined request at once; the
+        # timer never closes a connection with a request in progress anyway (`_busy`).
         self._arm()
-        super().on_response_complete()
-
-    # --- unparseable requests ---------------------------------------------------------------
+        super().on_response_complete()  # type: ignore[misc]
 
     def send_400_response(self, msg: str) -> None:
+        # uvicorn's message is always "Invalid HTTP request received."
+        self._refuse(f"{msg} The request is not valid HTTP/1.1.")
+
+    def _refuse(self, message: str) -> None:
         request_id = new_request_id()
-        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self.transport.write(
-                _envelope(400, f"{msg} The request is not valid HTTP/1.1.", "INVALID_ARGUMENT", request_id)
-            )
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+            self.transport.write(_envelope(400, message, "INVALID_ARGUMENT", request_id))
         self._log(400, request_id)
         self._disarm()
         self.transport.close()
 
 
+class GuardedH11Protocol(_Guarded, H11Protocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    ) -> None:
+        H11Protocol.__init__(self, config, server_state, app_state, _loop)
+        self.header_timeout = header_timeout
+
+
+def _httptools_class() -> type[asyncio.Protocol] | None:
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools is not installed: uvicorn runs on h11
+        return None
+
+    class GuardedHttpToolsProtocol(_Guarded, HttpToolsProtocol):
+        def __init__(
+            self,
+            config: Config,
+            server_state: ServerState,
+            app_state: dict[str, Any],
+            _loop: asyncio.AbstractEventLoop | None = None,
+            *,
+            header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        ) -> None:
+            HttpToolsProtocol.__init__(self, config, server_state, app_state, _loop)
+            self.header_timeout = header_timeout
+
+    GuardedHttpToolsProtocol.__qualname__ = GuardedHttpToolsProtocol.__name__
+    return GuardedHttpToolsProtocol
+
+
+GuardedHttpToolsProtocol = _httptools_class()
+
+
 def guarded_protocol(header_timeout: float) -> Any:
-    """What uvicorn's `http=` takes: a protocol class bound to `header_timeout` (a partial, so it
-    pickles for `--workers` processes)."""
-    return functools.partial(GuardedH11Protocol, header_timeout=header_timeout)
+    """What uvicorn's `http=` takes: the guarded protocol (httptools' when installed, as uvicorn's
+    "auto" would pick) bound to `header_timeout`; a partial, so it pickles for `--workers`."""
+    cls: Any = GuardedHttpToolsProtocol or GuardedH11Protocol
+    return functools.partial(cls, header_timeout=header_timeout)

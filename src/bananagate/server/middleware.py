@@ -69,7 +69,8 @@ class RequestContextMiddleware:
       cancels the app: the upstream call stops, its budget hold is released and the ledger says
       `cancelled`, instead of the gateway finishing (and charging) an answer nobody receives.
       Starlette cancels streamed responses itself; this covers the non-streamed ones;
-    * admin routes' 401/403 answers count as failed authentications of the client's address.
+    * admin routes' 403 answers (a wrong admin key) count as failed authentications of the
+      client's address.
     """
 
     def __init__(
@@ -110,7 +111,8 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
-                if admin and message["status"] in (401, 403) and self.auth_failures is not None:
+                # 403 is a wrong admin key; a missing one (401) is not a guess.
+                if admin and message["status"] == 403 and self.auth_failures is not None:
                     self.auth_failures.failed(address)
             elif message["type"] == "http.response.body":
                 sent_bytes[0] += len(message.get("body", b""))
@@ -119,7 +121,6 @@ class RequestContextMiddleware:
             await send(message)
 
         app_scope = anyio.CancelScope()
-        client_gone = [False]
         watcher: list[asyncio.Task[None]] = []
 
         async def watch_disconnect() -> None:
@@ -127,7 +128,6 @@ class RequestContextMiddleware:
             # once the response is complete, which is why a finished response is not cancelled.
             message = await receive()
             if message["type"] == "http.disconnect" and not response_done[0]:
-                client_gone[0] = True
                 app_scope.cancel()
 
         timed = TimedReceive(receive, self.body_timeout, self.body_min_rate)
@@ -137,9 +137,7 @@ class RequestContextMiddleware:
 
         async def receive_wrapper() -> Message:
             message = await timed()
-            if message["type"] == "http.disconnect":
-                client_gone[0] = True
-            elif timed.complete and not watcher:
+            if message["type"] == "http.request" and timed.complete and not watcher:
                 watcher.append(asyncio.create_task(watch_disconnect()))
             return message
 
@@ -158,8 +156,8 @@ class RequestContextMiddleware:
             # The work below has been unwound (holds released, `cancelled` rows written); the
             # client still gets a proper answer to retry elsewhere, and the task ends here
             # rather than as an "Exception in ASGI application" traceback.
-            status_holder[0] = 503
             if not response_started[0]:
+                status_holder[0] = 503
                 error = ApiError(
                     503,
                     "The server is shutting down; please retry.",

@@ -75,6 +75,21 @@ def _new_engine(url: URL, **kwargs: Any) -> Engine:
         raise StoreUnavailable(f"no database driver for {url.drivername!r}{hint}: {exc}") from exc
 
 
+# libpq connection settings for a PostgreSQL that stops answering (host gone, network cut): a
+# new connection gives up after `connect_timeout` s instead of the OS's ~2 minutes, and one in
+# use is dropped once sent data goes unacknowledged for `tcp_user_timeout` ms or keepalives
+# fail. Requests then get a 503 promptly rather than piling up on blocked threads. Settings
+# given in the URL's query win.
+PG_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 def create_store_engine(url: str | URL) -> Engine:
     """An engine for `url`, with the per-dialect settings the store relies on.
 
@@ -94,7 +109,8 @@ def create_store_engine(url: str | URL) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if backend == "postgresql":
-        return _new_engine(parsed, pool_pre_ping=True)
+        connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
+        return _new_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     return _new_engine(parsed)
 
 
