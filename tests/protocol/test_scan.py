@@ -107,3 +107,16 @@ def test_skeleton_cuts_payloads_only() -> None:
     assert len(small) < 300
     assert orjson.loads(small)["candidates"][0]["content"]["parts"][1]["inlineData"]["data"] == ""
     assert orjson.loads(small)["candidates"][0]["content"]["parts"][0]["text"] == 'say "data": "x"'
+
+
+def test_is_json_object_catches_truncation() -> None:
+    from bananagate.protocol.scan import is_json_object
+
+    data = base64.b64encode(bytes(range(256)) * 200).decode()
+    body = orjson.dumps(
+        {"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": data}}]}}]}
+    )
+    assert is_json_object(body)
+    for cut in (10, len(body) // 2, len(body) - 1):
+        assert not is_json_object(body[:cut])
+    assert not is_json_object(b"[1]")

@@ -202,12 +202,6 @@ def test_endless_trickle_is_cut_at_the_request_deadline(
     gateway_healthy(raw_gateway)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 200 whose body is cut-off JSON is passed on as it is, and charged as an image "
-    "(the scan finds `inlineData` before the cut): providers/gemini_http.py should treat a 200 "
-    "body that is not a whole JSON object as a retryable upstream failure",
-)
 def test_truncated_json_with_200_is_an_error_and_not_charged(
     raw_gateway: Gateway, raw_upstream: RawUpstream
 ) -> None:

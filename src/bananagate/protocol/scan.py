@@ -185,6 +185,15 @@ def count_output_images(body: bytes) -> int:
     return count
 
 
+def is_json_object(body: bytes) -> bool:
+    """True when the body is one whole JSON object, checked on its Base64-free skeleton so a
+    truncated answer is caught without parsing megabytes of image data."""
+    try:
+        return isinstance(orjson.loads(skeleton(body)), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 def is_error_event(event: bytes) -> bool:
     """True for a stream event that carries an error envelope instead of a response."""
     return event.lstrip()[:9] == b'{"error":'

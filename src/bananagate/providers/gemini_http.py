@@ -15,7 +15,13 @@ from urllib.parse import quote
 import httpx
 
 from bananagate.config import AuthStyle
-from bananagate.protocol.scan import count_output_images, is_error_event, scan_finish_reason, scan_usage
+from bananagate.protocol.scan import (
+    count_output_images,
+    is_error_event,
+    is_json_object,
+    scan_finish_reason,
+    scan_usage,
+)
 from bananagate.providers.base import Answer, Call, UpstreamError
 from bananagate.providers.http import auth_parts, join_url, read_capped, transport_failure
 from bananagate.providers.sse import EventTooLarge, SseSplitter
@@ -58,6 +64,9 @@ class GeminiHttpProvider:
         body = response.content
         if response.status_code != 200:
             raise self._error(response.status_code, body, response.headers)
+        if not is_json_object(body):
+            # A cut-off 200 must not reach the client as an image, nor be charged as one.
+            raise unreachable(self.name, "its 200 answer was not a whole JSON object")
         return Answer(
             body=body,
             usage=scan_usage(body),
