@@ -179,3 +179,19 @@ def test_a_key_at_its_rate_limit_is_deferred_not_failed(app: App) -> None:
     wait_until(lambda: sorted(v["state"] for v in views()) == ["PENDING", "SUCCEEDED", "SUCCEEDED"])
     (waiting,) = [v for v in views() if v["state"] == "PENDING"]
     assert waiting["attempts"] == 0  # back in the queue until the window allows it, uncounted
+
+
+def test_idempotency_key_on_submit_queues_one_job(app: App) -> None:
+    _, secret = app.store.keys.create_key("idem")
+    headers = {**app.headers(secret), "Idempotency-Key": "submit-1"}
+    body = job_body("One lighthouse only")
+    first = app.client.post("/v1beta/jobs", json=body, headers=headers)
+    again = app.client.post("/v1beta/jobs", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["name"] == first.json()["name"]
+    assert again.headers.get("idempotent-replayed") == "true"
+    listed = app.client.get("/v1beta/jobs", headers=app.headers(secret)).json()
+    assert [j["name"] for j in listed["jobs"]] == [first.json()["name"]]
+    other = app.client.post("/v1beta/jobs", json=job_body("Another"), headers=headers)
+    assert other.status_code == 422
+    assert "Idempotency-Key" in other.json()["error"]["message"]

@@ -15,6 +15,7 @@ that cannot hold every item's maximum cost (the hold is taken now; see `store/jo
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -38,11 +39,12 @@ from bananagate.server.gemini import (
     method_not_allowed,
     not_found,
 )
+from bananagate.server.idempotency import idempotent
 from bananagate.server.jobs_metering import check_model, max_cost
 from bananagate.server.jobs_wake import Waker
 from bananagate.server.jobs_wire import batch_operation, job_view
 from bananagate.server.metering import GatewayMeter, budget_exhausted
-from bananagate.server.responses import json_response
+from bananagate.server.responses import error_response, json_response
 from bananagate.server.webhooks import check_url
 from bananagate.settings import Settings
 from bananagate.store import NewJob, Store, Submission
@@ -184,7 +186,21 @@ class JobRoutes:
         return json_response(out)
 
     async def _submit(self, request: Request, principal: Principal) -> Response:
-        data = load_json_object(await read_body(request, self.settings.max_body_bytes))
+        raw = await read_body(request, self.settings.max_body_bytes)
+        # A retried submit with the same Idempotency-Key gets the first answer: one job, one hold.
+        return await idempotent(
+            self.gemini.idempotency,
+            request,
+            principal,
+            route="jobs",
+            model="",
+            body_digest=lambda: hashlib.sha256(raw).digest(),
+            produce=lambda: self._submit_body(request, principal, raw),
+            render=error_response,
+        )
+
+    async def _submit_body(self, request: Request, principal: Principal, raw: bytes) -> Response:
+        data = load_json_object(raw)
         model_id = _pop(data, "model")
         webhook_url = _pop(data, "webhook_url", "webhookUrl")
         secret = _pop(data, "webhook_secret", "webhookSecret")
@@ -228,6 +244,20 @@ class JobRoutes:
     # --- batches --------------------------------------------------------------------------------
 
     async def batch_generate(
+        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: bytes
+    ) -> Response:
+        return await idempotent(
+            self.gemini.idempotency,
+            request,
+            principal,
+            route="batchGenerateContent",
+            model=model_id,
+            body_digest=lambda: hashlib.sha256(body).digest(),
+            produce=lambda: self._batch_generate(request, principal, model, model_id, body),
+            render=error_response,
+        )
+
+    async def _batch_generate(
         self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: bytes
     ) -> Response:
         data = load_json_object(body)
