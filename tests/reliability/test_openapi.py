@@ -157,3 +157,22 @@ def test_schemathesis(case: Any, fuzz_gateway: Gateway) -> None:
     if case.path_parameters and case.path_parameters.get("name") == "default":
         return
     case.call_and_validate(base_url=fuzz_gateway.url, headers=headers, checks=CHECKS, timeout=60)
+
+
+def test_guarantee_headers_are_described() -> None:
+    from bananagate.server.openapi import GATEWAY_OPENAPI
+
+    generate = GATEWAY_OPENAPI["paths"]["/v1beta/models/{model}:generateContent"]["post"]
+    names = {p["name"] for p in generate["parameters"]}
+    assert {"Idempotency-Key", "X-Server-Timeout"} <= names
+    headers = generate["responses"]["200"]["headers"]
+    for name in (
+        "Server-Timing",
+        "x-bananagate-cost-usd",
+        "x-ratelimit-remaining-requests",
+        "Idempotent-Replayed",
+    ):
+        assert headers[name]["$ref"].endswith(name)
+        assert name in GATEWAY_OPENAPI["components"]["headers"]
+    stream = GATEWAY_OPENAPI["paths"]["/v1beta/models/{model}:streamGenerateContent"]["post"]
+    assert "Idempotency-Key" not in {p["name"] for p in stream["parameters"]}

@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, MODELS
 from bananagate.protocol.openai_wire import MAX_N, QUALITIES, RESPONSE_FORMATS, STYLES
+from bananagate.server.openapi_headers import add_guarantee_headers
 from bananagate.server.responses import json_response
 
 _USD = {
@@ -927,7 +928,7 @@ def build_gateway_openapi() -> dict[str, Any]:
     }
 
 
-GATEWAY_OPENAPI: dict[str, Any] = build_gateway_openapi()
+GATEWAY_OPENAPI: dict[str, Any] = add_guarantee_headers(build_gateway_openapi())
 
 
 async def gateway_openapi(request: Request) -> Response:
