@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bananagate.protocol.catalog import extension_for
+from bananagate.secretfile import derived_key
 
 KEY_FILENAME = "image-links.key"
 _KEY_CONTEXT = b"bananagate/image-links/v1"
@@ -60,25 +61,7 @@ class StoredImage:
 
 def signing_key(data_dir: Path, secret_key: str | None) -> bytes:
     """The HMAC key for links: derived from the configured secret, else a generated key file."""
-    if secret_key:
-        return hmac.new(secret_key.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
-    path = data_dir / KEY_FILENAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            # link() fails if another process created the key first; then everyone uses theirs.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    return derived_key(secret_key, _KEY_CONTEXT, data_dir / KEY_FILENAME)
 
 
 class ImageStore:

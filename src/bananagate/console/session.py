@@ -13,10 +13,8 @@ mode 0600.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -27,6 +25,8 @@ from urllib.parse import urlsplit
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+
+from bananagate.secretfile import derived_key
 
 COOKIE_NAME = "bananagate_console"
 COOKIE_PATH = "/console"
@@ -39,23 +39,7 @@ ANONYMOUS_TTL = 3600
 
 def session_key(data_dir: Path, secret_key: str | None) -> bytes:
     """The HMAC key for session cookies: derived from the configured secret, else a key file."""
-    if secret_key:
-        return hmac.new(secret_key.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
-    path = data_dir / KEY_FILENAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{KEY_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(secrets.token_hex(32) + "\n")
-            # link() never replaces: when several workers start at once, all use the first key.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    return derived_key(secret_key, _KEY_CONTEXT, data_dir / KEY_FILENAME)
 
 
 def _b64(data: bytes) -> str:

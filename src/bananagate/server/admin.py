@@ -8,10 +8,8 @@ Only its SHA-256 is kept in memory, compared in constant time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.pricing import PriceTable, format_usd
+from bananagate.secretfile import read_or_create
 from bananagate.server.keyspec import key_json, parse_changes, parse_since, summary_json
 from bananagate.server.openapi import ADMIN_OPENAPI
 from bananagate.server.responses import json_response
@@ -43,21 +42,7 @@ def ensure_admin_key(configured: str | None, data_dir: Path) -> str:
     """
     if configured:
         return configured.strip()
-    path = data_dir / ADMIN_KEY_FILENAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("ak-" + secrets.token_urlsafe(36) + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race: use its key
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return path.read_text(encoding="utf-8").strip()
+    return read_or_create(data_dir / ADMIN_KEY_FILENAME, "ak-" + secrets.token_urlsafe(36))
 
 
 def _digest(secret: str) -> bytes:

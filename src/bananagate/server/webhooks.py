@@ -20,11 +20,9 @@ rebinding). Redirects are not followed: a 3xx counts as a failed attempt.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
 import socket
 import time
@@ -36,6 +34,7 @@ import httpx
 
 from bananagate import __version__
 from bananagate.protocol.errors import ApiError, invalid_argument
+from bananagate.secretfile import read_or_create
 from bananagate.server.fetch import FetchPolicy, IPAddress, address_allowed
 
 SIGNATURE_HEADER = "X-Bananagate-Signature"
@@ -76,21 +75,7 @@ def gateway_secret(configured: str | None, data_dir: Path) -> str:
     """The configured secret, else the one in `<data dir>/webhook.secret` (made once, 0600)."""
     if configured:
         return configured
-    path = data_dir / SECRET_FILENAME
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SECRET_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write("whsec_" + secrets.token_urlsafe(32) + "\n")
-            # link() fails if another process made the file first; then everyone uses that one.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    return path.read_text(encoding="ascii").strip()
+    return read_or_create(data_dir / SECRET_FILENAME, "whsec_" + secrets.token_urlsafe(32))
 
 
 def check_url(url: object, field: str = "webhook_url") -> str:

@@ -8,8 +8,6 @@ that file (or the variable) with the database: without it the stored keys cannot
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import secrets
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from bananagate.secretfile import read_or_create
 from bananagate.store.errors import StoreError
 
 SECRET_FILENAME = "secret.key"
@@ -52,13 +51,11 @@ class KeyCipher:
         if secret_key:
             return cls(secret_key)
         path = data_dir / SECRET_FILENAME
-        if not path.exists():
-            if not create:
-                raise SecretKeyMissing(
-                    f"no secret to decrypt channel keys: set BANANAGATE_SECRET_KEY or restore {path}"
-                )
-            _create_secret_file(path)
-        return cls(path.read_text(encoding="ascii").strip())
+        if not path.exists() and not create:
+            raise SecretKeyMissing(
+                f"no secret to decrypt channel keys: set BANANAGATE_SECRET_KEY or restore {path}"
+            )
+        return cls(read_or_create(path, secrets.token_urlsafe(32)))
 
     def seal(self, keys: list[str]) -> str:
         return TOKEN_PREFIX + self._fernet.encrypt(orjson.dumps(keys)).decode("ascii")
@@ -76,24 +73,3 @@ class KeyCipher:
         if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
             raise SecretKeyMismatch("stored keys are malformed")
         return list(data)
-
-
-def _create_secret_file(path: Path) -> None:
-    """Write a new random secret to `path` (0600), unless another process just did.
-
-    Written under a temporary name and hard-linked into place: the link fails if the file
-    already exists, so two processes starting together end up sharing one secret.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
