@@ -76,6 +76,8 @@ class ChannelConfig(BaseModel):
     model_map: dict[str, str] = Field(default_factory=dict)
     priority: int = 0
     weight: int = Field(default=1, ge=1, le=10_000)
+    # Most calls this process sends the channel at once; more wait (or go elsewhere). None: no cap.
+    max_concurrent: int | None = Field(default=None, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)
     # Image calls can take minutes; for streams this is the longest silence between two chunks.
     read_timeout: float = Field(default=300.0, gt=0)

@@ -115,6 +115,15 @@ def test_keys_from_stdin(run: Invoke, data_dir: Path) -> None:
         assert record is not None and record.key_count == 2
 
 
+def test_max_concurrent_is_stored_with_the_channel(run: Invoke, data_dir: Path) -> None:
+    result = run("add", "capped", "--kind", "gemini", "--key", "AIza-one-0000000", "--max-concurrent", "3")
+    assert result.exit_code == 0, result.output
+    with Store.open(f"sqlite:///{data_dir / 'bananagate.db'}") as store:
+        record = store.channels.get("capped")
+        assert record is not None and record.options["max_concurrent"] == 3
+    assert run("add", "bad", "--kind", "gemini", "--key", "k", "--max-concurrent", "0").exit_code != 0
+
+
 def test_file_channels_are_listed_and_protected(run: Invoke, data_dir: Path) -> None:
     data_dir.mkdir(parents=True)
     (data_dir / "bananagate.toml").write_text(

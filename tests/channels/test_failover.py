@@ -96,3 +96,32 @@ def test_open_circuit_skips_the_channel_and_recovers(
         response = client.post(URL, content=simple_body())
         assert response.headers["x-bananagate-channel"] == "a"
     assert len(google.requests) == 4
+
+
+def test_max_concurrent_holds_extra_calls_until_a_slot_frees(
+    gateway_with: GatewayFactory, google: FakeGoogle
+) -> None:
+    import concurrent.futures
+    import itertools
+
+    import orjson
+
+    from tests.upstreams import Reply, gemini_answer
+
+    gateway = gateway_with(
+        FAST + toml_channel("g", "gemini", google.url, keys=[GOOGLE_KEY], max_concurrent=1)
+    )
+    body = orjson.dumps(gemini_answer(FLASH_25, google.image))
+    google.set_default(Reply(200, body, delay=0.6))
+
+    def call() -> int:
+        with client_for(gateway) as client:
+            return client.post(URL, content=simple_body()).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        statuses = list(pool.map(lambda _: call(), range(3)))
+    assert statuses == [200, 200, 200]
+    # One call at a time reached the upstream: each began after the one before had its answer.
+    starts = sorted(r.at for r in google.requests)
+    assert len(starts) == 3
+    assert all(later - earlier >= 0.55 for earlier, later in itertools.pairwise(starts))

@@ -31,8 +31,13 @@ class Chan:
     weight: int = 1
     key_ids: list[str] = field(default_factory=list)
 
+    full: bool = False
+
     def __post_init__(self) -> None:
         self.key_ids = self.key_ids or [f"{self.name}:k1"]
+
+    def has_capacity(self) -> bool:
+        return not self.full
 
 
 POLICY = RoutingConfig(backoff_base=0.5, backoff_max=8, circuit_failures=3, circuit_cooloff=30)
@@ -186,3 +191,18 @@ def test_budget_bounds_attempts_and_time() -> None:
     clock.advance(6)  # the first attempt took longer than the window
     attempt.record(step, "failed")
     assert attempt.next() == GiveUp("exhausted")
+
+
+def test_a_channel_at_its_max_concurrent_is_skipped_then_waited_for() -> None:
+    from bananagate.server.selection import BUSY_POLL
+
+    clock = FakeClock()
+    health = Health(POLICY, clock)
+    # The preferred channel is full: the other one serves.
+    assert plan([Chan("a", priority=1, full=True), Chan("b")], clock, health).next() == Try(1, 0, 0.0)
+    # Everything full: wait a moment and look again, rather than fail.
+    waiting = plan([Chan("a", full=True)], clock, health)
+    assert waiting.next() == Wait(BUSY_POLL)
+    # ...but not past the retry window.
+    clock.advance(POLICY.retry_window + 1)
+    assert waiting.next() == GiveUp("busy", BUSY_POLL)

@@ -112,6 +112,7 @@ def channels(data_dir: Path | None, config_path: Path | None) -> None:
 @click.option("--auth", type=click.Choice(AUTH_STYLES), default=None, help="How the key is sent.")
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher is tried first.")
 @click.option("--weight", type=int, default=1, show_default=True, help="Share among equal priorities.")
+@click.option("--max-concurrent", type=int, default=None, help="Most calls at once per server process.")
 @click.option("--model-map", "model_map", multiple=True, help="REQUESTED=UPSTREAM model name; repeatable.")
 @click.option("--connect-timeout", type=float, default=None, help="Seconds (default 10).")
 @click.option("--read-timeout", type=float, default=None, help="Seconds (default 300).")
@@ -127,7 +128,7 @@ def add(ctx: click.Context, /, name: str, kind: str, keys: tuple[str, ...], **op
         raise click.ClickException(f"channel {name!r} is defined in {path}; edit that file instead")
     fields: dict[str, Any] = {"name": name, "kind": kind, "priority": options["priority"]}
     fields["weight"] = options["weight"]
-    for option in ("base_url", "auth", "connect_timeout", "read_timeout"):
+    for option in ("base_url", "auth", "connect_timeout", "read_timeout", "max_concurrent"):
         if options[option] is not None:
             fields[option] = options[option]
     if options["models"]:

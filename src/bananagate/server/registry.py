@@ -67,6 +67,10 @@ class LiveChannel:
     def providers(self) -> Sequence[Provider]:
         return self.built.providers
 
+    def has_capacity(self) -> bool:
+        cap = self.config.max_concurrent
+        return cap is None or self.in_flight < cap
+
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[None]:
         self.in_flight += 1

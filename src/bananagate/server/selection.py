@@ -39,6 +39,11 @@ class Candidate(Protocol):
     def weight(self) -> int: ...
     @property
     def key_ids(self) -> Sequence[str]: ...
+    def has_capacity(self) -> bool: ...
+
+
+# How often a call waiting for a channel at its `max_concurrent` looks again, in seconds.
+BUSY_POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +61,7 @@ class Wait:
 @dataclass(frozen=True, slots=True)
 class GiveUp:
     # Why nothing could be tried, when no attempt was made at all (else the last error stands).
-    reason: Literal["exhausted", "cooling", "circuit-open", "keys-rejected"]
+    reason: Literal["exhausted", "cooling", "circuit-open", "keys-rejected", "busy"]
     retry_after: float | None = None
 
 
@@ -162,13 +167,13 @@ class AttemptPlan:
 
     def _usable_key(self, index: int) -> int | None:
         channel = self._candidates[index]
-        if not self._health.circuit(channel.name).allows():
+        if not channel.has_capacity() or not self._health.circuit(channel.name).allows():
             return None
         return self._health.pick_key(channel.name, channel.key_ids)
 
     def _wait_or_give_up(self, elapsed: float) -> Wait | GiveUp:
         waits: list[float] = []
-        circuit_blocked = rate_limited = False
+        circuit_blocked = rate_limited = busy = False
         for index, channel in enumerate(self._candidates):
             if not self._has_tries(index):
                 continue
@@ -177,6 +182,9 @@ class AttemptPlan:
             rate_limited = rate_limited or not all(self._health.rejected(k) for k in channel.key_ids)
             backoff = self._not_before[index] - self._clock()
             wait = max(reopen, backoff, self._health.keys_ready_in(channel.key_ids))
+            if not channel.has_capacity():
+                busy = True
+                wait = max(wait, BUSY_POLL)  # at its max_concurrent: look again shortly
             if math.isfinite(wait) and not self._fits(index, wait):
                 continue  # waiting for it is pointless: it could not finish in time
             waits.append(wait)
@@ -189,6 +197,8 @@ class AttemptPlan:
         retry_after = soonest if math.isfinite(soonest) else None
         if circuit_blocked:
             return GiveUp("circuit-open", retry_after)
+        if busy:
+            return GiveUp("busy", BUSY_POLL)
         return GiveUp("cooling" if rate_limited else "keys-rejected", retry_after)
 
     def _begin(self, step: Try) -> Try:
