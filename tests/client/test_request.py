@@ -109,6 +109,12 @@ def test_presets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Client.cometapi().config.api_key is None
     other = Client("sk-2", base_url="https://relay.example/gw", auth="bearer")
     assert other.config.auth_headers() == {"Authorization": "Bearer sk-2"}
+    # The async client has the same presets, and they build the async class.
+    from bananagate import AsyncClient
+
+    async_google = AsyncClient.google("AIza-x")
+    assert isinstance(async_google, AsyncClient)
+    assert async_google.config.auth_headers() == {"x-goog-api-key": "AIza-x"}
 
 
 def test_environment_and_default_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -47,16 +47,6 @@ class AsyncClient(AsyncJobsMixin, ClientBase):
         )
         self._http = httpx.AsyncClient(timeout=self.config.timeout, transport=transport)
 
-    @classmethod
-    def cometapi(cls, api_key: str | None = None, **kwargs: Any) -> Self:
-        """CometAPI: https://api.cometapi.com, raw `Authorization` key (default `$COMETAPI_KEY`)."""
-        return cls(api_key, preset="cometapi", **kwargs)
-
-    @classmethod
-    def google(cls, api_key: str | None = None, **kwargs: Any) -> Self:
-        """Google's Gemini API with `x-goog-api-key` (default `$GOOGLE_API_KEY` / `$GEMINI_API_KEY`)."""
-        return cls(api_key, preset="google", **kwargs)
-
     async def send(self, request: HttpRequest) -> GenerateResult:
         """Send a prepared request with retries; the result has an image or this raises.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -49,6 +49,16 @@ class Step:
 
 class ClientBase:
     """Configuration and pure per-call logic. See `Client` for the arguments."""
+
+    @classmethod
+    def cometapi(cls, api_key: str | None = None, **kwargs: Any) -> Self:
+        """CometAPI: https://api.cometapi.com, raw `Authorization` key (default `$COMETAPI_KEY`)."""
+        return cls(api_key, preset="cometapi", **kwargs)
+
+    @classmethod
+    def google(cls, api_key: str | None = None, **kwargs: Any) -> Self:
+        """Google's Gemini API with `x-goog-api-key` (default `$GOOGLE_API_KEY` / `$GEMINI_API_KEY`)."""
+        return cls(api_key, preset="google", **kwargs)
 
     def __init__(
         self,
