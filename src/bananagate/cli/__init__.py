@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bananagate import __version__
 from bananagate.settings import Settings
+
+if TYPE_CHECKING:
+    from bananagate.store import Store
 
 
 def build_settings(data_dir: Path | None = None, **overrides: object) -> Settings:
@@ -16,6 +22,25 @@ def build_settings(data_dir: Path | None = None, **overrides: object) -> Setting
     if data_dir is not None:
         values["data_dir"] = data_dir
     return Settings(**values)  # type: ignore[arg-type]
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    """The store for a command; its errors become one clean `Error:` line instead of a traceback."""
+    from bananagate.store import Store, StoreError
+
+    try:
+        store = Store.from_settings(settings)
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {settings.data_dir}: {exc}") from exc
+    try:
+        yield store
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
 
 
 data_dir_option = click.option(

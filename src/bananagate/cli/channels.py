@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bananagate.cli import build_settings, data_dir_option
+from bananagate.cli import build_settings, data_dir_option, open_store
 from bananagate.config import (
     AUTH_STYLES,
     DEFAULT_AUTH,
@@ -62,22 +60,6 @@ def _file_config(settings: Settings, *, strict_env: bool = False) -> tuple[Gatew
         return load_config(path, strict_env=strict_env), path
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-
-
-@contextmanager
-def _open_store(settings: Settings) -> Iterator[Store]:
-    try:
-        store = Store.from_settings(settings)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"cannot use data directory {settings.data_dir}: {exc}") from exc
-    try:
-        yield store
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        store.close()
 
 
 def _split(text: str | None) -> list[str]:
@@ -144,7 +126,7 @@ def add(ctx: click.Context, /, name: str, kind: str, keys: tuple[str, ...], **op
         config = channel_from_fields(fields, _read_keys(keys))
     except ConfigError as exc:
         raise click.ClickException(f"invalid channel: {exc}") from exc
-    with _open_store(settings) as store:
+    with open_store(settings) as store:
         cipher = KeyCipher.load(settings.secret_key, settings.ensure_data_dir())
         try:
             store.channels.add(
@@ -186,7 +168,7 @@ def _rows(settings: Settings) -> list[dict[str, Any]]:
         _row(c.model_dump(exclude={"keys"}, exclude_defaults=True, mode="json"), len(c.keys), "file")
         for c in file_config.channels
     ]
-    with _open_store(settings) as store:
+    with open_store(settings) as store:
         records = store.channels.list_channels()
     for record in records:
         shadowed = any(r["name"] == record.name for r in rows)
@@ -239,7 +221,7 @@ def list_(ctx: click.Context, as_json: bool, data_dir: Path | None, config_path:
 def remove(ctx: click.Context, name: str, data_dir: Path | None, config_path: Path | None) -> None:
     """Remove the database channel NAME (a running server stops using it within seconds)."""
     settings = _settings(ctx, data_dir, config_path)
-    with _open_store(settings) as store:
+    with open_store(settings) as store:
         removed = store.channels.remove(name)
     if removed:
         Console(stderr=True, highlight=False).print(f"Removed channel [bold]{escape(name)}[/].")
@@ -277,7 +259,7 @@ def _load_channel(settings: Settings, name: str) -> tuple[ChannelConfig, dict[st
     if any(c.name == name for c in file_config.channels):
         strict, _ = _file_config(settings, strict_env=True)
         return next(c for c in strict.channels if c.name == name), strict.effective_aliases()
-    with _open_store(settings) as store:
+    with open_store(settings) as store:
         record = store.channels.get(name)
         if record is None:
             raise click.ClickException(f"no channel named {name!r}")

@@ -8,8 +8,7 @@ to the next request.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bananagate.cli import build_settings, data_dir_option
+from bananagate.cli import build_settings, data_dir_option, open_store
 from bananagate.server.keyspec import key_json, parse_changes
-from bananagate.store import ApiKeyRecord, InvalidKeyName, KeyLimits, KeyNameTaken, Store, StoreError
+from bananagate.store import ApiKeyRecord, InvalidKeyName, KeyLimits, KeyNameTaken, Store
 
 CLEAR = ("none", "any", "never", "")
 
@@ -88,21 +87,8 @@ def _data_dir(ctx: click.Context, data_dir: Path | None) -> Path | None:
     return parent.params.get("data_dir") if parent is not None else None
 
 
-@contextmanager
-def _open_store(ctx: click.Context, data_dir: Path | None) -> Iterator[Store]:
-    settings = build_settings(_data_dir(ctx, data_dir))
-    try:
-        store = Store.from_settings(settings)
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"cannot use data directory {settings.data_dir}: {exc}") from exc
-    try:
-        yield store
-    except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
-    finally:
-        store.close()
+def _open_store(ctx: click.Context, data_dir: Path | None) -> AbstractContextManager[Store]:
+    return open_store(build_settings(_data_dir(ctx, data_dir)))
 
 
 def _when(value: datetime | None, never: str = "never") -> str:
