@@ -71,6 +71,9 @@ class _Channel:
     def __init__(self, name: str) -> None:
         self.name, self.priority, self.weight, self.key_ids = name, 0, 1, [f"{name}:0"]
 
+    def has_capacity(self) -> bool:
+        return True
+
 
 def _plan(deadline: float | None, expected: float, clock: list[float]) -> AttemptPlan:
     policy = RoutingConfig(backoff_base=0.5, backoff_max=0.5)
