@@ -15,37 +15,12 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
 from bananagate.store import Store
+from tests.store.conftest import postgres_base_url
 
-PG_CANDIDATES = (
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-)
 REDIS_URL = os.environ.get("BANANAGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@cache
-def postgres_base_url() -> URL | str:
-    """A working PostgreSQL URL, or the reason why there is none."""
-    configured = os.environ.get("BANANAGATE_TEST_POSTGRES_URL")
-    errors = []
-    for candidate in (configured,) if configured else PG_CANDIDATES:
-        url = make_url(candidate)
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg")
-        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 3})
-        try:
-            with engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-            return url
-        except Exception as exc:
-            errors.append(f"{url.render_as_string(hide_password=True)}: {type(exc).__name__}")
-        finally:
-            engine.dispose()
-    return "PostgreSQL unreachable (" + "; ".join(errors) + ")"
 
 
 @cache
