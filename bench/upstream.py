@@ -17,6 +17,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import cast
 
 from bench.payloads import split_sse
 
@@ -67,8 +68,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.request: tuple[bytes, bytes, bool] = (b"", b"", True)  # method, target, keep-alive
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transport is not an `asyncio.Transport` subclass, but has its methods.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         view = memoryview(data)
