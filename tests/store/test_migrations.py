@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
 from bananagate.store import SchemaTooNew, Store, StoreUnavailable
-from bananagate.store.db import alembic_config, head_revisions
+from bananagate.store.db import SCHEMA_HEAD, alembic_config, head_revisions
 from bananagate.store.schema import Base
 
 
@@ -29,6 +29,8 @@ def _revision(store: Store) -> set[str]:
 def test_open_creates_schema_at_head(store: Store) -> None:
     assert _revision(store) == head_revisions()
     assert len(head_revisions()) == 1  # a single line of migrations
+    # A store skips Alembic when the database is at SCHEMA_HEAD: it must be the real head.
+    assert head_revisions() == {SCHEMA_HEAD}
     tables = set(inspect(store.engine).get_table_names())
     assert {"api_keys", "alembic_version"} <= tables
 

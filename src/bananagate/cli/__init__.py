@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,35 +52,46 @@ data_dir_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Command name -> "module:attribute". Modules load when their command runs (or for `--help`):
+# `serve` then never pays for the other commands' imports (Rich's tables, Pillow, the SDK),
+# which keeps a gateway worker's resident memory down.
+COMMANDS = {
+    "serve": "serve:serve",
+    "keys": "keys:keys",
+    "channels": "channels:channels",
+    "collage": "collage:collage",
+    "generate": "generate:generate",
+    "edit": "generate:edit",
+    "compose": "generate:compose",
+    "batch": "batch:batch",
+    "usage": "usage:usage",
+    "worker": "worker:worker",
+    "submit": "jobs:submit",
+    "wait": "jobs:wait",
+}
+
+
+class LazyGroup(click.Group):
+    """A Click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, _, attribute = spec.partition(":")
+        module = importlib.import_module(f"bananagate.cli.{module_name}")
+        command = getattr(module, attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bananagate")
 def cli() -> None:
     """bananagate: a gateway, offline emulator, SDK and CLI for Gemini image models."""
-
-
-def _register() -> None:
-    # Imported here so each command module can import `cli` helpers above without cycles.
-    from bananagate.cli import batch, channels, collage, generate, keys, serve
-
-    cli.add_command(serve.serve)
-    cli.add_command(keys.keys)
-    cli.add_command(channels.channels)
-    cli.add_command(collage.collage)
-    cli.add_command(generate.generate)
-    cli.add_command(generate.edit)
-    cli.add_command(generate.compose)
-    cli.add_command(batch.batch)
-    from bananagate.cli import usage
-
-    cli.add_command(usage.usage)
-    from bananagate.cli import jobs, worker
-
-    cli.add_command(worker.worker)
-    cli.add_command(jobs.submit)
-    cli.add_command(jobs.wait)
-
-
-_register()
 
 
 def main() -> None:

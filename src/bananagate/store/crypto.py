@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 from bananagate.secretfile import read_or_create
 from bananagate.store.errors import StoreError
@@ -33,6 +34,11 @@ class SecretKeyMissing(StoreError):
 
 
 def _derive(secret: str) -> bytes:
+    # Imported on first use: `cryptography` costs ~7 MB of RSS, and a gateway whose channels
+    # come from its config file (or the emulator) never opens a sealed key.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO).derive(secret.encode())
     return base64.urlsafe_b64encode(raw)
 
@@ -43,7 +49,9 @@ class KeyCipher:
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("empty secret")
-        self._fernet = Fernet(_derive(secret))
+        from cryptography.fernet import Fernet
+
+        self._fernet: Fernet = Fernet(_derive(secret))
 
     @classmethod
     def load(cls, secret_key: str | None, data_dir: Path, *, create: bool = True) -> KeyCipher:
@@ -61,6 +69,8 @@ class KeyCipher:
         return TOKEN_PREFIX + self._fernet.encrypt(orjson.dumps(keys)).decode("ascii")
 
     def open(self, token: str) -> list[str]:
+        from cryptography.fernet import InvalidToken
+
         if not token.startswith(TOKEN_PREFIX):
             raise SecretKeyMismatch("stored keys are in an unknown format")
         try:
