@@ -8,6 +8,8 @@ targets' cells of the same workload and concurrency:
   latency the proxy adds, `throughput` the share of the upstream's request rate it keeps.
 * `vs_nginx`, `vs_litellm`, ...: throughput, p50/p99 latency and peak RSS as ratios
   (this target / that reference; > 1 means more requests, slower answers or more memory).
+* `vs_bananagate`, for a variant (`bananagate-NAME`): the same ratios against the default
+  bananagate, e.g. `--variant w2:BANANAGATE_WORKERS=2` gives the two-worker speed-up.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def add_ratios(measurements: list[dict[str, Any]]) -> None:
             continue
         cell = cells[(m["workload"], m["concurrency"])]
         ratios: dict[str, dict[str, float | None]] = {}
-        for ref_name in REFERENCES:
+        references = REFERENCES + (("bananagate",) if m["target"].startswith("bananagate-") else ())
+        for ref_name in references:
             ref = cell.get(ref_name)
             if ref is None or ref is m:
                 continue
@@ -77,6 +80,7 @@ COLUMNS = (
     ("x_nginx", "thr. × nginx"),
     ("x_nginx_p50", "p50 × nginx"),
     ("x_litellm", "thr. × litellm"),
+    ("x_bananagate", "thr. × bananagate"),
     ("rss", "peak RSS MB"),
     ("x_rss_nginx", "RSS × nginx"),
     ("errors", "errors"),
@@ -113,6 +117,7 @@ def table_rows(measurements: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
                 "x_nginx": _fmt(ratios.get("vs_nginx", {}).get("throughput"), 2),
                 "x_nginx_p50": _fmt(ratios.get("vs_nginx", {}).get("p50"), 2),
                 "x_litellm": _fmt(ratios.get("vs_litellm", {}).get("throughput"), 2),
+                "x_bananagate": _fmt(ratios.get("vs_bananagate", {}).get("throughput"), 2),
                 "rss": _fmt(rss / 1e6 if rss else None, 0),
                 "x_rss_nginx": _fmt(ratios.get("vs_nginx", {}).get("peak_rss"), 1),
                 "errors": str(load["errors"]),

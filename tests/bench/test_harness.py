@@ -105,6 +105,18 @@ def test_ratios_against_references_of_the_same_cell() -> None:
     assert markdown_table(rows).startswith("| target |")
 
 
+def test_variants_are_compared_with_the_default_bananagate() -> None:
+    rows = [
+        _m("nginx", 500, 2.0, 10_000_000),
+        _m("bananagate", 100, 10.0, 100_000_000),
+        _m("bananagate-w2", 170, 6.0, 180_000_000),
+    ]
+    add_ratios(rows)
+    assert rows[2]["ratios"]["vs_bananagate"]["throughput"] == 1.7
+    assert "vs_bananagate" not in rows[1]["ratios"]  # the default is not its own reference
+    assert "thr. × bananagate" in text_table(rows) and "1.70" in text_table(rows)
+
+
 def test_profile_summary_counts_self_and_inclusive_time() -> None:
     collapsed = "\n".join(
         [

@@ -91,7 +91,11 @@ def _run_workers(settings: Settings, workers: int) -> None:
 @click.option("--log-level", default=None, help="debug, info, warning or error (default info).")
 @config_option
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=1, help="Worker processes sharing the port (default 1)."
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    envvar="BANANAGATE_WORKERS",
+    help="Worker processes sharing the port (default 1; env BANANAGATE_WORKERS).",
 )
 @click.option(
     "--graceful-timeout",
