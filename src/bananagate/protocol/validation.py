@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from bananagate.protocol import base64codec
 from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, ImageModel
 from bananagate.protocol.errors import ApiError, FieldViolation, invalid_argument
-from bananagate.protocol.wire import GenerateContentRequest
+from bananagate.protocol.lean import is_strict_base64, lean_spans, skeleton_of
+from bananagate.protocol.wire import Content, GenerateContentRequest
 
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -131,7 +132,8 @@ def check_for_model(request: GenerateContentRequest, model: ImageModel) -> None:
                 f"Unsupported MIME type: {image.mime_type}",
                 [FieldViolation(f"{image.path}.mime_type", f"Unsupported MIME type: {image.mime_type}")],
             )
-        if image.data is not None and not image.data.strip():
+        # Lean parsing left `data` empty but checked it in the body: non-empty, valid Base64.
+        if image.data is not None and not image.data.strip() and not request.elided_spans:
             raise invalid_argument(f"* GenerateContentRequest.{image.path}.data: data is empty.")
     if len(images) > model.max_input_images:
         raise invalid_argument(
@@ -177,9 +179,44 @@ def _check_bytes(value: str | None, path: str, violations: list[FieldViolation])
         )
 
 
-def parse_and_check(body: bytes, model: ImageModel) -> GenerateContentRequest:
-    """Everything the gateway checks before a call: JSON, shapes, then the model's rules."""
-    request = parse_generate_request(load_json_object(body))
+def lean_request(body: bytes) -> GenerateContentRequest | None:
+    """The request parsed without its inline images' Base64 (protocol/lean.py), whose spans it
+    carries in `elided_spans`; None when only a full parse can read this body exactly."""
+    spans = lean_spans(body)
+    if spans is None:
+        return None
+    skeleton = skeleton_of(body, spans)
+    if skeleton is None:
+        return None
+    try:
+        data = orjson.loads(skeleton)
+        request = GenerateContentRequest.model_validate(data) if isinstance(data, dict) else None
+    except (orjson.JSONDecodeError, ValidationError):
+        return None
+    if request is None or _has_inline_data(request.system_instruction):
+        return None  # system_instruction's place in the body is unknown: spans map to contents only
+    blobs = [p.inline_data for c in request.contents for p in c.parts if p.inline_data is not None]
+    if len(blobs) != len(spans) or any(blob.data != "" for blob in blobs):
+        return None
+    if not all(is_strict_base64(body, span) for span in spans):
+        return None
+    request._elided = tuple(spans)
+    return request
+
+
+def _has_inline_data(content: Content | None) -> bool:
+    return content is not None and any(part.inline_data is not None for part in content.parts)
+
+
+def parse_and_check(body: bytes, model: ImageModel, *, lean: bool = False) -> GenerateContentRequest:
+    """Everything the gateway checks before a call: JSON, shapes, then the model's rules.
+
+    With `lean`, a big body's image Base64 is checked in place instead of being parsed into
+    strings (the request's `elided_spans` say where it is); the answer is the same either way.
+    """
+    request = lean_request(body) if lean else None
+    if request is None:
+        request = parse_generate_request(load_json_object(body))
     check_for_model(request, model)
     return request
 

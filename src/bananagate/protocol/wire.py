@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, field_serializer
 from pydantic.alias_generators import to_camel
 
 from bananagate.protocol import base64codec
@@ -132,6 +132,14 @@ class GenerateContentRequest(WireModel):
     tool_config: dict[str, Any] | None = None
     cached_content: str | None = None
     service_tier: str | None = None
+    # Set by lean parsing (protocol/lean.py): where the inline images' Base64 sits in the
+    # original body, one span per `inline_data` of `contents` in order; their `data` is empty here.
+    _elided: tuple[tuple[int, int], ...] = PrivateAttr(default=())
+
+    @property
+    def elided_spans(self) -> tuple[tuple[int, int], ...]:
+        """Spans of the Base64 left in the body by lean parsing; empty for a full parse."""
+        return self._elided
 
     # --- the parsed view routing, pricing and the emulator need -------------------------------
 

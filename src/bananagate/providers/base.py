@@ -46,6 +46,17 @@ class Call:
     cost_nanos: int | None = None
     limits: LimitState | None = None
 
+    def full_request(self) -> GenerateContentRequest:
+        """`request` with its inline images' data: a lean-parsed request (protocol/lean.py) is
+        parsed again from the body, for the few consumers that look at pixels (the emulator,
+        translating providers). Forwarding providers never need it."""
+        if not self.request.elided_spans:
+            return self.request
+        from bananagate.protocol.validation import load_json_object, parse_generate_request
+
+        self.request = parse_generate_request(load_json_object(self.body))
+        return self.request
+
 
 @dataclass(frozen=True, slots=True)
 class LimitState:

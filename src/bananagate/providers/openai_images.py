@@ -43,7 +43,7 @@ class OpenAIImagesProvider:
 
     async def generate(self, call: Call) -> Answer:
         # call.model_id is the upstream's model name (the router applied aliases and model_map).
-        translated = oai.build_request(call.request, call.model, call.model_id, self._sizes)
+        translated = oai.build_request(call.full_request(), call.model, call.model_id, self._sizes)
         url = join_url(self._base_url, "v1", f"images/{translated.endpoint}")
         try:
             if translated.endpoint == "edits":

@@ -69,15 +69,24 @@ def image_digest(data: str | bytes | memoryview) -> str:
     return hashlib.sha256(b"img\0%d\0" % end + sample).hexdigest()[:32]
 
 
-def request_digests(request: GenerateContentRequest) -> list[str]:
-    """Digests of the signatures and inline images in a request's history, newest first."""
+def request_digests(request: GenerateContentRequest, body: bytes = b"") -> list[str]:
+    """Digests of the signatures and inline images in a request's history, newest first.
+
+    A lean-parsed request's image data is read from `body`, at its `elided_spans`."""
     digests: list[str] = []
+    spans = request.elided_spans
+    blob = sum(1 for c in request.contents for p in c.parts if p.inline_data is not None)
     for content in reversed(request.contents):
         for part in reversed(content.parts):
             if part.thought_signature:
                 digests.append(signature_digest(part.thought_signature))
-            if part.inline_data is not None and part.inline_data.data:
-                digests.append(image_digest(part.inline_data.data))
+            if part.inline_data is not None:
+                blob -= 1
+                if spans:
+                    start, end = spans[blob]
+                    digests.append(image_digest(memoryview(body)[start:end]))
+                elif part.inline_data.data:
+                    digests.append(image_digest(part.inline_data.data))
             if len(digests) >= MAX_LOOKUP:
                 return digests
     return digests
@@ -181,7 +190,7 @@ class Affinity:
         self._warned_at = -math.inf
 
     async def prefer(self, call: Call) -> None:
-        digests = request_digests(call.request)
+        digests = request_digests(call.request, call.body)
         if not digests:
             return
         try:

@@ -107,7 +107,7 @@ class EmulatorProvider:
         job = await self._start(call)
         if job.faults.block:
             return self._blocked(job)
-        inputs = await anyio.to_thread.run_sync(self._decode_inputs, call.request, call.model)
+        inputs = await anyio.to_thread.run_sync(self._decode_inputs, call.full_request(), call.model)
         outcome = self._outcome(job, inputs)
         parts = list(outcome.parts)
         if outcome.want_image:
@@ -127,7 +127,7 @@ class EmulatorProvider:
         if job.faults.block:
             yield self._blocked(job).body
             return
-        inputs = await anyio.to_thread.run_sync(self._decode_inputs, call.request, call.model)
+        inputs = await anyio.to_thread.run_sync(self._decode_inputs, call.full_request(), call.model)
         outcome = self._outcome(job, inputs)
         count = max(1, len(outcome.parts) + (1 if outcome.want_image else 0))
         error_after = job.faults.stream_error_after
@@ -168,7 +168,8 @@ class EmulatorProvider:
         else:
             directives, prompt = Directives(), raw_prompt
         # Hashing a 20 MB body is real work: keep it off the event loop.
-        fingerprint = await anyio.to_thread.run_sync(fingerprint_of, call.request, call.model)
+        # The emulator looks at the images: a lean request is parsed in full (in the thread too).
+        fingerprint = await anyio.to_thread.run_sync(lambda: fingerprint_of(call.full_request(), call.model))
         if directives.times is not None and not self._count(fingerprint, directives):
             directives = Directives()
         job = _Job(call, directives, prompt, fingerprint, response_id_for(call.request_id))
