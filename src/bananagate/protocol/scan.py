@@ -8,10 +8,13 @@ Field names are matched in either casing, as relays differ.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from bananagate.protocol import base64codec
 from bananagate.protocol.response import Usage
 
 _DATA_KEY = b'"data"'
@@ -197,3 +200,206 @@ def is_json_object(body: bytes) -> bool:
 def is_error_event(event: bytes) -> bool:
     """True for a stream event that carries an error envelope instead of a response."""
     return event.lstrip()[:9] == b'{"error":'
+
+
+# --- an answer's parts, its images as byte spans ---------------------------------------------------
+#
+# The gallery keeps an answer's images, which means decoding them, but not parsing them: a full
+# parse turns 1.4 MB of Base64 into a Python string first. `scan_answer` tokenises the body by
+# hopping from quote to quote (a Base64 string holds none, so crossing one is one memchr),
+# counting backslashes so escaped quotes are read as JSON reads them. That finds every string's
+# exact extent; each `data` member's string is then swapped for its index, the small rest is
+# parsed by orjson and walked, and the images come back as offsets into the body.
+
+
+@dataclass(frozen=True, slots=True)
+class InlineImage:
+    """A delivered (non-thought) inline image of an answer.
+
+    `start:end` are the bytes between the quotes of its `data` string. `value` is the string's
+    value when those bytes alone do not decode (JSON escapes, URL-safe, unpadded or wrapped
+    Base64) or the body was parsed whole (then `start` and `end` are 0).
+    """
+
+    mime_type: str
+    start: int
+    end: int
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerParts:
+    """What the gallery keeps of one response or stream event: its first candidate's
+    non-thought images and text parts, and its finish reason."""
+
+    images: list[InlineImage]
+    texts: list[str]
+    finish_reason: str | None
+
+
+# Below this size a body is parsed whole: orjson is quicker than hopping, and no image is big.
+_WHOLE_BELOW = 8 * 1024
+# Quote hops before a body is parsed whole instead (text full of escaped quotes).
+_MAX_STRING_HOPS = 4096
+# The longest spelling of the member name `data` (every letter a `\uXXXX` escape).
+_MAX_DATA_KEY = 24
+
+
+class _OutOfHops(Exception):
+    pass
+
+
+def _string_end(body: bytes, i: int, budget: list[int]) -> int:
+    """Index of the quote that closes the string whose contents start at `i`, or -1."""
+    while True:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise _OutOfHops
+        q = body.find(b'"', i)
+        if q < 0:
+            return -1
+        if body[q - 1] != 0x5C:
+            return q
+        # An even run of backslashes escapes itself, not the quote. The run lies within [i, q)
+        # (the opening or the last escaped quote bounds it), so all the runs add up to one pass.
+        run = q - i - len(body[i:q].rstrip(b"\\"))
+        if run % 2 == 0:
+            return q
+        i = q + 1
+
+
+def _skip_ws(body: bytes, i: int) -> int:
+    n = len(body)
+    while i < n and body[i] in _WS:
+        i += 1
+    return i
+
+
+def _is_data_key(body: bytes, a: int, b: int) -> bool:
+    if b - a == 4:
+        return body.startswith(b"data", a)
+    if b - a > _MAX_DATA_KEY or 0x5C not in body[a:b]:
+        return False
+    try:  # `"d\u0061ta"` is the same name
+        return bool(orjson.loads(body[a - 1 : b + 1]) == "data")
+    except orjson.JSONDecodeError:
+        return False  # the skeleton keeps the bad string, and its parse fails as the body's would
+
+
+def _data_spans(body: bytes, max_hops: int) -> list[tuple[int, int]] | None:
+    """(start, end) of the contents of every string that is a `data` member's value, in order;
+    None for an unterminated string. Raises _OutOfHops past `max_hops` quotes."""
+    budget = [max_hops]
+    spans: list[tuple[int, int]] = []
+    n = len(body)
+    at = body.find(b'"')
+    while at >= 0:  # `at` opens a string: outside strings JSON has no other quotes
+        end = _string_end(body, at + 1, budget)
+        if end < 0:
+            return None
+        after = _skip_ws(body, end + 1)
+        if after < n and body[after] == 0x3A and _is_data_key(body, at + 1, end):  # ':'
+            value = _skip_ws(body, after + 1)
+            if value < n and body[value] == 0x22:
+                end = _string_end(body, value + 1, budget)
+                if end < 0:
+                    return None
+                spans.append((value + 1, end))
+        at = body.find(b'"', end + 1)
+    return spans
+
+
+def _first_str(obj: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _walk(doc: dict[str, Any], image: Callable[[str, str], InlineImage]) -> AnswerParts:
+    """The first candidate's non-thought parts; `image(mime, data string)` makes each image."""
+    images: list[InlineImage] = []
+    texts: list[str] = []
+    finish: str | None = None
+    candidates = doc.get("candidates")
+    for candidate in candidates if isinstance(candidates, list) else []:
+        if not isinstance(candidate, dict):
+            continue
+        finish = _first_str(candidate, "finishReason", "finish_reason")
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict) or part.get("thought"):
+                continue  # a thinking model's drafts are not the answer
+            blob = part.get("inlineData") or part.get("inline_data")
+            if isinstance(blob, dict):
+                data = blob.get("data")
+                if isinstance(data, str):
+                    images.append(image(_first_str(blob, "mimeType", "mime_type") or "image/png", data))
+            elif isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        break  # one candidate: image models answer with exactly one
+    return AnswerParts(images, texts, finish)
+
+
+def _parse_whole(body: bytes) -> AnswerParts | None:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    return _walk(doc, lambda mime, data: InlineImage(mime, 0, 0, data))
+
+
+def scan_answer(
+    body: bytes, *, whole_below: int = _WHOLE_BELOW, max_hops: int = _MAX_STRING_HOPS
+) -> AnswerParts | None:
+    """The parts of a `GenerateContentResponse` (or stream event) as a full parse finds them,
+    with images as byte spans of `body`; None when the body is not one JSON object."""
+    if len(body) < whole_below:
+        return _parse_whole(body)
+    try:
+        spans = _data_spans(body, max_hops)
+    except _OutOfHops:
+        return _parse_whole(body)
+    if spans is None:
+        return None
+    view = memoryview(body)
+    values: list[str | None] = []
+    pieces: list[bytes] = []
+    start = 0
+    for index, (a, b) in enumerate(spans):
+        try:  # strict Base64 is a valid JSON string as it stands (and the usual case)
+            base64codec.decode_strict(view[a:b])
+            values.append(None)
+        except ValueError:
+            try:  # anything else is read as JSON reads it, which also rejects what JSON does
+                values.append(orjson.loads(view[a - 1 : b + 1]))
+            except orjson.JSONDecodeError:
+                return None
+        pieces += (body[start:a], b"%d" % index)
+        start = b
+    pieces.append(body[start:])
+    try:
+        doc = orjson.loads(b"".join(pieces))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+
+    def image(mime: str, marker: str) -> InlineImage:
+        # Every `data` string in the skeleton is an index: each one was swapped above.
+        index = int(marker)
+        return InlineImage(mime, spans[index][0], spans[index][1], values[index])
+
+    return _walk(doc, image)
+
+
+def inline_image_bytes(body: bytes, image: InlineImage) -> bytes:
+    """The decoded bytes of an image `scan_answer` found in `body`. Raises ValueError when its
+    data is not Base64 (in either alphabet, padded or not, whitespace allowed)."""
+    if image.value is not None:
+        return base64codec.decode(image.value)
+    return base64codec.decode_strict(memoryview(body)[image.start : image.end])
