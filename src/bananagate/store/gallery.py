@@ -2,9 +2,10 @@
 
 Files live in one directory (`<data dir>/gallery/` by default), named by 128 random bits and the
 extension of their type, like the image store's links; rows live in the `gallery_images` table.
-The directory has a size cap: after each insert the oldest rows (and their files) go until the
-total fits again. Rows are deleted before files, so a row never points at a file that another
-process already removed on purpose; a file whose row is gone is only ever an orphan on disk.
+The directory has a size cap: after inserts the oldest rows (and their files) go until the
+total fits again. Files are written before their rows and rows are deleted before their files,
+so a row never points at a file that is not (yet, or any more) there on purpose; a file whose row
+is missing is only ever an orphan on disk.
 
 With several gateway hosts sharing one database each host keeps its own files; a row whose file
 is on another host shows as missing there.
@@ -20,10 +21,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from sqlalchemy import BigInteger, Engine, Index, Integer, String, Text, delete, func, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
@@ -95,6 +109,10 @@ class GalleryEntry:
         return extension_for(self.mime_type)
 
 
+_TABLE = cast(Table, GalleryImage.__table__)
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 @dataclass(frozen=True, slots=True)
 class NewImage:
     """An image to keep: its bytes and what is known about the request that made it."""
@@ -121,16 +139,22 @@ class GalleryRepository:
     """
 
     def __init__(self, engine: Engine, directory: Path | None = None, max_bytes: int | None = None) -> None:
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # SQLite and PostgreSQL hand back the new ids of a many-row INSERT.
+        self._many_returning = bool(engine.dialect.insert_executemany_returning)
+        self._delete_returning = bool(engine.dialect.delete_returning)
         self.directory = directory
         self.max_bytes = max_bytes
         # Bytes added since the total was last summed; None means "never summed yet".
         self._unchecked_bytes: int | None = None
+        self._dir_made = False
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self._unchecked_bytes = None
+        self._dir_made = False
 
     def _session(self) -> Session:
         return self._sessions()
@@ -138,68 +162,134 @@ class GalleryRepository:
     def _dir(self) -> Path:
         if self.directory is None:
             raise RuntimeError("the gallery has no directory configured")
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._dir_made:  # once, not per image: a mkdir is a stat and a failing syscall
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._dir_made = True
         return self.directory
 
     # --- writing ----------------------------------------------------------------------------
 
     def add(self, images: Sequence[NewImage], now: datetime | None = None) -> list[int]:
         """Write the files, then their rows; evict the oldest past the cap. Returns the new ids."""
-        directory = self._dir()
         when = now or datetime.now(UTC)
-        rows: list[GalleryImage] = []
-        written: list[Path] = []
+        rows: list[dict[str, Any]] = []
         try:
             for image in images:
-                name = secrets.token_hex(16) + extension_for(image.mime_type)
-                if FILE_NAME_RE.fullmatch(name) is None:
-                    continue  # not an image type we can name (and serve) safely
-                path = directory / name
-                tmp = directory / f".{name}.tmp"
-                with open(tmp, "xb") as handle:
-                    handle.write(image.data)
-                os.replace(tmp, path)
-                written.append(path)
-                rows.append(
-                    GalleryImage(
-                        created_at=when,
-                        request_id=image.request_id[:REQUEST_ID_MAX_LENGTH],
-                        image_index=image.image_index,
-                        key_id=image.key_id,
-                        key_name=image.key_name[:NAME_MAX_LENGTH],
-                        model=image.model[:100],
-                        prompt=image.prompt[:PROMPT_MAX_CHARS],
-                        text=image.text[:TEXT_MAX_CHARS] if image.text else None,
-                        params=orjson.dumps(image.params or {}).decode(),
-                        mime_type=image.mime_type[:64],
-                        file_name=name,
-                        size_bytes=len(image.data),
-                        cost_nanos=image.cost_nanos,
-                        latency_ms=image.latency_ms,
-                    )
-                )
-            with self._session() as session, session.begin():
-                session.add_all(rows)
+                row = self.write(image, when)
+                if row is not None:
+                    rows.append(row)
+            with self._engine.begin() as connection:
+                ids = self._insert(connection, rows)
         except BaseException:
-            for path in written:  # no row will name them
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            self.discard(rows)  # no row will name them
             raise
-        ids = [row.id for row in rows]
-        self._maybe_evict(sum(len(image.data) for image in images))
+        self._maybe_evict(sum(row["size_bytes"] for row in rows))
         return ids
 
-    def _maybe_evict(self, added: int) -> None:
+    def write(self, image: NewImage, when: datetime) -> dict[str, Any] | None:
+        """Write one image's file under a new random name and return its row's values (for
+        `insert`), or None when its type is not one we can name and serve safely."""
+        name = secrets.token_hex(16) + extension_for(image.mime_type)
+        if FILE_NAME_RE.fullmatch(name) is None:
+            return None
+        self._write_file(name, image.data)
+        return {
+            "created_at": when,
+            "request_id": image.request_id[:REQUEST_ID_MAX_LENGTH],
+            "image_index": image.image_index,
+            "key_id": image.key_id,
+            "key_name": image.key_name[:NAME_MAX_LENGTH],
+            "model": image.model[:100],
+            "prompt": image.prompt[:PROMPT_MAX_CHARS],
+            "text": image.text[:TEXT_MAX_CHARS] if image.text else None,
+            "params": orjson.dumps(image.params or {}).decode(),
+            "mime_type": image.mime_type[:64],
+            "file_name": name,
+            "size_bytes": len(image.data),
+            "cost_nanos": image.cost_nanos,
+            "latency_ms": image.latency_ms,
+        }
+
+    def _write_file(self, name: str, data: bytes) -> None:
+        # No temporary name and rename: nothing reads a file before its row exists, and the row
+        # is inserted after the write returned. O_EXCL: a name is never reused.
+        path = os.path.join(self._dir(), name)
+        try:
+            fd = os.open(path, _NEW_FILE, 0o666)
+        except FileNotFoundError:  # the directory was removed under us: make it again
+            self._dir_made = False
+            fd = os.open(os.path.join(self._dir(), name), _NEW_FILE, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+
+    def insert(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[list[int] | Exception]:
+        """Rows from `write`, several requests' at once: one transaction for all of them. When it
+        fails, each group is tried alone, so a bad one fails only itself; a group that fails
+        has its files removed. Returns each group's new ids (in order) or its error."""
+        try:
+            with self._engine.begin() as connection:
+                ids = self._insert(connection, [row for group in groups for row in group])
+        except Exception as exc:
+            if len(groups) == 1:
+                self.discard(groups[0])
+                return [exc]
+            return [self.insert([group])[0] for group in groups]
+        out: list[list[int] | Exception] = []
+        at = 0
+        for group in groups:
+            out.append(ids[at : at + len(group)])
+            at += len(group)
+        return out
+
+    def _insert(self, connection: Connection, rows: list[dict[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        if self._many_returning:
+            # One multi-row INSERT ... RETURNING. Asking for the ids in parameter order would
+            # make SQLAlchemy fall back to a statement per row on SQLite; the unique file name
+            # maps them back instead.
+            statement = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.file_name)
+            by_name = {name: int(i) for i, name in connection.execute(statement, rows)}
+            return [by_name[row["file_name"]] for row in rows]
+        ids: list[int] = []
+        for row in rows:
+            key = connection.execute(insert(_TABLE), row).inserted_primary_key
+            assert key is not None
+            ids.append(int(key[0]))
+        return ids
+
+    def discard(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Remove the files of rows that were written but will not be inserted."""
+        if self.directory is None:
+            return
+        for row in rows:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.directory, row["file_name"]))
+
+    def note_added(self, added: int) -> int:
+        """Account for `added` bytes kept by `insert`; evicts when due. How many images went."""
+        return self._maybe_evict(added)
+
+    def _maybe_evict(self, added: int) -> int:
         # Summing every row on every add costs more than the image write itself once the gallery
         # is large: sum again only after ~2 % of the cap has been added (and at the first add).
         if self.max_bytes is None:
-            return
+            return 0
         if self._unchecked_bytes is not None:
             self._unchecked_bytes += added
             if self._unchecked_bytes < max(self.max_bytes // 50, 1):
-                return
-        self.evict()
+                return 0
+        removed = self.evict()
         self._unchecked_bytes = 0
+        return removed
 
     def evict(self) -> int:
         """Delete the oldest images until the total size is within the cap; how many went."""
@@ -218,10 +308,16 @@ class GalleryRepository:
                 break
             victims.append(int(image_id))
             total -= int(size)
-        removed = 0
-        for image_id in victims:
-            removed += self.delete(image_id)
-        return removed
+        if not self._delete_returning:
+            return sum(self.delete(image_id) for image_id in victims)
+        # One DELETE for all of them; RETURNING names exactly the rows this process removed
+        # (another one may have got to some first: it removes those files).
+        statement = delete(GalleryImage).where(GalleryImage.id.in_(victims)).returning(GalleryImage.file_name)
+        with self._session() as session, session.begin():
+            names = list(session.scalars(statement))
+        for name in names:
+            self._unlink(name)
+        return len(names)
 
     def delete(self, image_id: int) -> int:
         """Remove the row, then its file and thumbnail; 1 if this call removed it, else 0."""
@@ -233,11 +329,15 @@ class GalleryRepository:
             gone = session.execute(delete(GalleryImage).where(GalleryImage.id == image_id))
             if not gone.rowcount:  # type: ignore[attr-defined]
                 return 0  # another process got there first; it removes the file
+        self._unlink(name)
+        return 1
+
+    def _unlink(self, name: str) -> None:
+        """Remove a deleted row's file and thumbnail."""
         if self.directory is not None and FILE_NAME_RE.fullmatch(name):
             for path in (self.directory / name, self.thumb_path(name)):
                 with contextlib.suppress(OSError):
                     path.unlink()
-        return 1
 
     # --- reading ----------------------------------------------------------------------------
 

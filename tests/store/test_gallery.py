@@ -1,0 +1,96 @@
+"""The gallery repository's batch writes on SQLite and PostgreSQL: several requests' rows in one
+INSERT with their ids in order, a bad group failing alone, and eviction in one DELETE."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from bananagate.store import NewImage, Store
+
+
+def image(index: int, size: int = 100, mime: str = "image/png") -> NewImage:
+    return NewImage(
+        data=bytes([index % 256]) * size,
+        mime_type=mime,
+        request_id=f"rid-{index}",
+        image_index=0,
+        key_id=1,
+        key_name="alice",
+        model="gemini-2.5-flash-image",
+        prompt=f"prompt {index}",
+        params={"finish_reason": "STOP"},
+        cost_nanos=39_000_000,
+    )
+
+
+def statements(store: Store) -> list[str]:
+    seen: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda c, cur, statement, *a: seen.append(statement))
+    return seen
+
+
+def files(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.is_file()}
+
+
+def test_insert_keeps_several_requests_in_one_statement(store: Store, data_dir: Path) -> None:
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    when = datetime.now(UTC)
+    groups: list[list[dict[str, Any]]] = [[], [], []]
+    for i in range(6):
+        row = gallery.write(image(i), when)
+        assert row is not None
+        groups[i % 3].append(row)
+    seen = statements(store)
+    result = gallery.insert(groups)
+    assert sum(s.lstrip().upper().startswith("INSERT INTO GALLERY_IMAGES") for s in seen) == 1
+    assert all(isinstance(ids, list) for ids in result)
+    for group, ids in zip(groups, result, strict=True):
+        assert isinstance(ids, list)
+        entries = [gallery.get(i) for i in ids]
+        assert [e.file_name for e in entries if e] == [row["file_name"] for row in group]
+    assert gallery.totals() == (6, 600)
+    assert gallery.insert([[], []]) == [[], []]
+
+
+def test_a_bad_group_fails_alone_and_takes_its_files(store: Store, data_dir: Path) -> None:
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    when = datetime.now(UTC)
+    good = [gallery.write(image(1), when), gallery.write(image(2), when)]
+    bad = gallery.write(image(3), when)
+    assert bad is not None and all(good)
+    bad["prompt"] = None  # NOT NULL: the database refuses this row
+    result = gallery.insert([[good[0]], [bad], [good[1]]])  # type: ignore[list-item]
+    assert isinstance(result[0], list) and isinstance(result[2], list)
+    assert isinstance(result[1], Exception)
+    assert gallery.totals() == (2, 200)
+    assert files(data_dir / "gallery") == {row["file_name"] for row in good if row}
+
+
+def test_unnamed_types_are_skipped_and_add_returns_ids(store: Store, data_dir: Path) -> None:
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    ids = gallery.add([image(1), image(2, mime="text/plain"), image(3, mime="image/webp")])
+    assert [e.mime_type for e in (gallery.get(i) for i in ids) if e] == ["image/png", "image/webp"]
+
+
+def test_eviction_deletes_the_oldest_in_one_statement(store: Store, data_dir: Path) -> None:
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    ids = [gallery.add([image(i)])[0] for i in range(6)]
+    thumb = gallery.thumb_path(gallery.get(ids[0]).file_name)  # type: ignore[union-attr]
+    thumb.parent.mkdir()
+    thumb.write_bytes(b"jpeg")
+    gallery.configure(data_dir / "gallery", max_bytes=350)
+    seen = statements(store)
+    assert gallery.evict() == 3
+    assert sum(s.lstrip().upper().startswith("DELETE FROM GALLERY_IMAGES") for s in seen) == 1
+    assert [e.id for e in gallery.page()] == ids[:2:-1]
+    assert len(files(data_dir / "gallery")) == 3 and not thumb.exists()
+    assert gallery.evict() == 0
