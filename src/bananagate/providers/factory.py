@@ -1,5 +1,5 @@
 """Build a channel's providers from its `ChannelConfig`: one provider per upstream key, all of
-them sharing the channel's keep-alive connection pool."""
+them sharing the channel's keep-alive connection pool (made lazily, inside the running loop)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from bananagate.config import ChannelConfig
 from bananagate.protocol import openai_images
 from bananagate.providers.base import Provider
 from bananagate.providers.gemini_http import GeminiHttpProvider
-from bananagate.providers.http import make_client
+from bananagate.providers.http import ChannelSession, make_client
 from bananagate.providers.openai_images import OpenAIImagesProvider
 
 
@@ -35,7 +35,9 @@ class BuiltChannel:
     config: ChannelConfig
     providers: list[Provider]
     key_ids: list[str]
-    client: httpx.AsyncClient | None = None
+    # The keep-alive pool all of `providers` share (aiohttp for Gemini-native kinds, httpx for
+    # openai-images); None for the emulator.
+    client: ChannelSession | httpx.AsyncClient | None = None
     closed: bool = field(default=False)
 
     async def aclose(self) -> None:
@@ -58,11 +60,12 @@ def build_channel(config: ChannelConfig, emulator: EmulatorOptions | None = None
         )
         return BuiltChannel(config, [provider], [f"{config.name}:emulator"])
 
-    client = make_client(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
     keys = config.key_values()
     providers: list[Provider] = []
-    for key in keys:
-        if config.kind == "openai-images":
+    client: ChannelSession | httpx.AsyncClient
+    if config.kind == "openai-images":
+        client = make_client(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
+        for key in keys:
             providers.append(
                 OpenAIImagesProvider(
                     name=config.name,
@@ -73,14 +76,21 @@ def build_channel(config: ChannelConfig, emulator: EmulatorOptions | None = None
                     sizes=config.sizes or openai_images.DEFAULT_SIZES,
                 )
             )
-        else:
+    else:
+        client = ChannelSession(
+            config.name,
+            base_url=config.resolved_base_url,
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+        )
+        for key in keys:
             providers.append(
                 GeminiHttpProvider(
                     name=config.name,
                     base_url=config.resolved_base_url,
                     auth=config.resolved_auth,
                     key=key,
-                    client=client,
+                    session=client,
                     api_version=config.api_version,
                 )
             )

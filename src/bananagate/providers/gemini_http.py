@@ -9,10 +9,10 @@ the answer bytes by `bananagate.protocol.scan`, without decoding images.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 
-import httpx
+import yarl
 
 from bananagate.config import AuthStyle
 from bananagate.protocol.scan import (
@@ -23,13 +23,24 @@ from bananagate.protocol.scan import (
     scan_usage,
 )
 from bananagate.providers.base import Answer, Call, UpstreamError
-from bananagate.providers.http import auth_parts, join_url, read_capped, transport_failure
+from bananagate.providers.http import (
+    TRANSPORT_ERRORS,
+    ChannelSession,
+    auth_parts,
+    join_url,
+    read_capped,
+    transport_failure,
+    with_query,
+)
 from bananagate.providers.sse import EventTooLarge, SseSplitter
 from bananagate.providers.upstream_errors import error_from_event, error_from_response, unreachable
 
+# Distinct (model, method) URLs a provider remembers; model ids come from the channel's config.
+_URL_CACHE = 64
+
 
 class GeminiHttpProvider:
-    """One channel key's view of a Gemini-native upstream. The channel owns `client`."""
+    """One channel key's view of a Gemini-native upstream. The channel owns `session`."""
 
     def __init__(
         self,
@@ -38,7 +49,7 @@ class GeminiHttpProvider:
         base_url: str,
         auth: AuthStyle,
         key: str,
-        client: httpx.AsyncClient,
+        session: ChannelSession,
         api_version: str = "v1beta",
     ) -> None:
         self.name = name
@@ -47,23 +58,34 @@ class GeminiHttpProvider:
         self._key = key
         self._headers, self._params = auth_parts(auth, key)
         self._headers["content-type"] = "application/json"
-        self._client = client
+        self._session = session
+        self._urls: dict[tuple[str, str, bool], yarl.URL] = {}
 
-    def _url(self, call: Call) -> str:
+    def _url(self, call: Call, *, sse: bool = False) -> yarl.URL:
+        cached = self._urls.get((call.model_id, call.method, sse))
+        if cached is not None:
+            return cached
         # `call.model_id` is the upstream's name for the model (the router applied aliases).
         model = quote(call.model_id, safe="-._~")
-        return join_url(self._base_url, self._version, f"models/{model}:{call.method}")
+        url = join_url(self._base_url, self._version, f"models/{model}:{call.method}")
+        built = with_query(url, {**self._params, "alt": "sse"} if sse else self._params)
+        if len(self._urls) >= _URL_CACHE:
+            self._urls.clear()
+        self._urls[(call.model_id, call.method, sse)] = built
+        return built
 
     async def generate(self, call: Call) -> Answer:
         try:
-            response = await self._client.post(
-                self._url(call), content=call.body, headers=self._headers, params=self._params
-            )
-        except httpx.HTTPError as exc:
+            response = await self._session.post(self._url(call), call.body, self._headers)
+            try:
+                if response.status != 200:
+                    raise self._error(response.status, await read_capped(response), response.headers)
+                body = await response.read()
+            finally:
+                # Back to the pool when the body was read whole; closed otherwise (cancelled, cut).
+                response.release()
+        except TRANSPORT_ERRORS as exc:
             raise transport_failure(self.name, exc) from None
-        body = response.content
-        if response.status_code != 200:
-            raise self._error(response.status_code, body, response.headers)
         if not is_json_object(body):
             # A cut-off 200 must not reach the client as an image, nor be charged as one.
             raise unreachable(self.name, "its 200 answer was not a whole JSON object")
@@ -75,20 +97,16 @@ class GeminiHttpProvider:
         )
 
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
-        params = {**self._params, "alt": "sse"}
-        request = self._client.build_request(
-            "POST", self._url(call), content=call.body, headers=self._headers, params=params
-        )
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._session.post(self._url(call, sse=True), call.body, self._headers)
+        except TRANSPORT_ERRORS as exc:
             raise transport_failure(self.name, exc) from None
         try:
-            if response.status_code != 200:
-                raise self._error(response.status_code, await read_capped(response), response.headers)
+            if response.status != 200:
+                raise self._error(response.status, await read_capped(response), response.headers)
             splitter = SseSplitter()
             first = True
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 for event in splitter.feed(chunk):
                     if first and is_error_event(event):
                         # Nothing reached the client yet: let the router treat it like an error answer.
@@ -97,15 +115,20 @@ class GeminiHttpProvider:
                     yield event
             for event in splitter.close():
                 yield event
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise transport_failure(self.name, exc) from None
         except EventTooLarge as exc:
             raise unreachable(self.name, str(exc)) from None
         finally:
-            await response.aclose()
+            # A stream left early (client gone, deadline, error event) must not keep the upstream
+            # working: close the connection now. A finished one goes back to the pool.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
 
-    def _error(self, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    def _error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
         return error_from_response(status, body, headers, channel=self.name, secrets=(self._key,))
 
     async def aclose(self) -> None:
-        return None  # the pooled client belongs to the channel, which closes it
+        return None  # the pooled session belongs to the channel, which closes it

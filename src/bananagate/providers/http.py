@@ -1,10 +1,22 @@
-"""What the HTTP providers share: the pooled client, the auth styles, transport failures."""
+"""What the HTTP providers share: the pooled clients, the auth styles, transport failures.
+
+Gemini-native channels talk to their upstream over aiohttp (a keep-alive POST returning a 1.4 MB
+answer costs about a third of the CPU it does with httpx, issue #9); `openai-images` channels keep
+their httpx client (multipart uploads and URL downloads, off the hot path).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import ssl
+from urllib.parse import urlencode
 
+import aiohttp
 import httpx
+import yarl
+from aiohttp.helpers import get_env_proxy_for_url
 
 from bananagate import __version__
 from bananagate.config import AuthStyle
@@ -13,21 +25,109 @@ from bananagate.providers.upstream_errors import unreachable
 
 # httpx logs every request URL at INFO, and with `?key=` auth the URL holds the upstream key.
 # Upstream keys must never reach a log line, so these loggers only speak up for warnings.
-for _name in ("httpx", "httpcore"):
+for _name in ("httpx", "httpcore", "aiohttp"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 # Error bodies are read only this far: enough for any real envelope, bounded for a rogue one.
 MAX_ERROR_BODY = 1024 * 1024
+USER_AGENT = f"bananagate/{__version__}"
+MAX_CONNECTIONS = 100
+KEEPALIVE_SECONDS = 30.0
 
 
 def make_client(*, connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
-    """A keep-alive HTTP/1.1 pool for one channel. `read_timeout` also bounds writes (big bodies)."""
+    """An httpx keep-alive pool (the `openai-images` channels). `read_timeout` also bounds writes."""
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30)
-    headers = {"user-agent": f"bananagate/{__version__}"}
+    limits = httpx.Limits(
+        max_connections=MAX_CONNECTIONS, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
+    )
+    headers = {"user-agent": USER_AGENT}
     return httpx.AsyncClient(
         timeout=timeout, limits=limits, headers=headers, http2=False, follow_redirects=False
     )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # The trust store httpx used before: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR. (aiohttp
+    # would use the system store, which a slim container may not have.)
+    return httpx.create_ssl_context()
+
+
+class ChannelSession:
+    """One channel's keep-alive pool: an aiohttp `ClientSession`, made on first use (aiohttp binds a
+    session to the running loop, and channels are built before the server's loop runs)."""
+
+    def __init__(self, channel: str, *, base_url: str, connect_timeout: float, read_timeout: float) -> None:
+        self.channel = channel
+        self._base_url = base_url
+        # `connect` bounds getting a connection at all (a pool slot, DNS, TCP, TLS), as httpx's
+        # pool and connect timeouts did; `sock_read` is the longest silence from the upstream.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy: yarl.URL | None = None
+        self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session, made now if need be; must be called from the running loop."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and self._loop is loop:
+            return session
+        if self.closed:
+            # A request that picked the channel just before a reload retired it: let it fail over.
+            raise unreachable(self.channel, "the channel was closed")
+        # A new loop (a test harness restarting its loop): the old loop took its connections along.
+        self._session, self._loop = self._make(), loop
+        return self._session
+
+    def _make(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=_tls_context()
+        )
+        # Proxies from the environment (HTTPS_PROXY, NO_PROXY...), as httpx honoured them; looked
+        # up once per session, not per request (aiohttp's `trust_env` would, in a thread, and
+        # would add ~/.netrc credentials).
+        try:
+            self._proxy, self._proxy_auth = get_env_proxy_for_url(yarl.URL(self._base_url))
+        except LookupError:
+            self._proxy, self._proxy_auth = None, None
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers={"user-agent": USER_AGENT},
+            raise_for_status=False,
+        )
+
+    async def post(self, url: yarl.URL, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """POST `body` as it is; the caller reads the answer, then releases or closes it."""
+        return await self.get().post(
+            url,
+            data=RawBody(body, headers.get("content-type", "application/json")),
+            headers=headers,
+            allow_redirects=False,
+            proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
+        )
+
+    async def aclose(self) -> None:
+        self.closed = True
+        session, self._session = self._session, None
+        if session is not None and self._loop is asyncio.get_running_loop():
+            await session.close()
+
+
+class RawBody(aiohttp.BytesPayload):
+    """Request bytes sent as they are (no copy). BytesPayload itself warns above 1 MB, fearing a
+    blocking write; a transport write never blocks, and image requests are routinely bigger."""
+
+    def __init__(self, value: bytes, content_type: str = "application/json") -> None:
+        aiohttp.payload.Payload.__init__(self, value, content_type=content_type)
+        self._size = len(value)
 
 
 def auth_parts(style: AuthStyle, key: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -49,18 +149,33 @@ def join_url(base_url: str, version: str, path: str) -> str:
     return f"{base}/{path.lstrip('/')}"
 
 
-def transport_failure(channel: str, exc: httpx.HTTPError) -> ProviderError:
-    """An httpx exception as the provider error the router understands (never with the URL)."""
-    if isinstance(exc, httpx.TimeoutException):
+def with_query(url: str, params: dict[str, str]) -> yarl.URL:
+    """`url` (already percent-encoded) with `params` form-encoded as httpx did, sent verbatim."""
+    if params:
+        url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+    return yarl.URL(url, encoded=True)
+
+
+def transport_failure(channel: str, exc: BaseException) -> ProviderError:
+    """An aiohttp or httpx exception as the provider error the router understands.
+
+    Only the exception's type is named: its text may hold the request URL, and with it a `?key=`.
+    """
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
         return UpstreamTimeout(f"upstream channel {channel!r} timed out ({type(exc).__name__})")
     return unreachable(channel, type(exc).__name__)
 
 
-async def read_capped(response: httpx.Response, limit: int = MAX_ERROR_BODY) -> bytes:
-    """The start of a streamed response's body, at most `limit` bytes."""
+# What an upstream call can raise short of an HTTP answer (aiohttp's timeouts are TimeoutErrors).
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int = MAX_ERROR_BODY) -> bytes:
+    """The start of a response's body, at most `limit` bytes."""
     out = bytearray()
-    async for chunk in response.aiter_bytes():
-        out += chunk
-        if len(out) >= limit:
+    while len(out) < limit:
+        chunk = await response.content.read(limit - len(out))
+        if not chunk:
             break
-    return bytes(out[:limit])
+        out += chunk
+    return bytes(out)
