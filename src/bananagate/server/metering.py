@@ -7,18 +7,25 @@ Per call, on the hot path:
    model the key may not use) and gives back what was already taken.
 2. The router runs the call.
 3. `settle`: usage is read from the answer's bytes (`protocol.scan`, no image decoding), priced,
-   and written in ONE transaction with the money (`LedgerRepository.record`). `release` does
-   the same with a zero cost when the call failed or the client went away.
+   and written in ONE transaction with the money. `release` does the same with a zero cost when
+   the call failed or the client went away.
 
 The settle happens before the client gets the answer (or the stream's final event), so every
 answer a client received has its ledger row. If the database cannot take the row, the client
 gets a 503 instead of an unrecorded answer.
+
+Ledger writes are group-committed (`LedgerWriter`): one batch in flight per process; the rows
+of calls ending while it is written wait for it and go together in the next one, in ONE
+transaction (`LedgerRepository.record_many`). Under load that is one commit for many calls
+instead of one each; alone, a call still gets its own transaction at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,13 +42,15 @@ from bananagate.server.auth import Principal
 from bananagate.server.limits import Admission, Limiter, LimitExceeded
 from bananagate.server.metrics import Metrics
 from bananagate.server.timing import format_reset
-from bananagate.store import Hold, LedgerRow, Store
+from bananagate.store import Hold, LedgerRepository, LedgerRow, Store
 
 log = logging.getLogger("bananagate.metering")
 
 # Attempts at writing a ledger row before the answer is refused (the database is down).
 SETTLE_ATTEMPTS = 3
 SETTLE_BACKOFF = 0.25
+# Most rows in one ledger transaction (keeps each one short; the rest go in the next).
+MAX_BATCH = 256
 
 
 def unavailable(message: str) -> ApiError:
@@ -104,6 +113,69 @@ class Tally:
         self.finish_reason = scan_finish_reason(event) or self.finish_reason
 
 
+@dataclass(slots=True)
+class _Lane:
+    """The writer's queue on one event loop, and its task while a batch is being written."""
+
+    queue: list[tuple[LedgerRow, Hold | None, asyncio.Future[bool]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class LedgerWriter:
+    """Group commit of ledger rows: at most one batch in flight (per event loop).
+
+    `record` queues the row and waits for its own outcome; whoever finds no batch in flight
+    starts one. The batch takes every row queued so far and writes them in one transaction, in
+    a worker thread; rows queued meanwhile form the next batch. A failure of the database
+    reaches every caller of the batch (each retries on its own); a duplicate request id only
+    its own caller (`LedgerRepository.record_many`).
+    """
+
+    def __init__(self, ledger: Callable[[], LedgerRepository], *, max_batch: int = MAX_BATCH) -> None:
+        self._ledger = ledger
+        self.max_batch = max_batch
+        # Per loop: a meter outlives the loop of a test client, and futures belong to one loop.
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = weakref.WeakKeyDictionary()
+
+    async def record(self, row: LedgerRow, hold: Hold | None) -> bool:
+        """`LedgerRepository.record`, batched with the rows of concurrent calls."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
+        future: asyncio.Future[bool] = loop.create_future()
+        lane.queue.append((row, hold, future))
+        if lane.task is None or lane.task.done():
+            lane.task = loop.create_task(self._drain(lane))
+        return await future
+
+    async def _drain(self, lane: _Lane) -> None:
+        while lane.queue:
+            batch = lane.queue[: self.max_batch]
+            del lane.queue[: self.max_batch]
+            try:
+                outcomes = await anyio.to_thread.run_sync(
+                    self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
+                )
+            except Exception as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            except BaseException:  # the loop is going away: nobody is left to wait
+                for *_, future in batch + lane.queue:
+                    future.cancel()
+                lane.queue.clear()
+                raise
+            for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
 class GatewayMeter:
     """The `Meter` of a gateway with a store (see module docstring)."""
 
@@ -122,6 +194,7 @@ class GatewayMeter:
         self.reservation_ttl = reservation_ttl
         self.metrics = metrics
         self.live_holds: dict[str, Hold] = {}  # renewed by the maintenance loop
+        self.writer = LedgerWriter(lambda: self._store().ledger)
 
     async def reserve(self, call: Call, principal: Principal) -> MeteredReservation:
         limits = principal.limits
@@ -189,12 +262,13 @@ class GatewayMeter:
 
     async def record(self, row: LedgerRow, hold: Hold | None, *, must: bool) -> bool:
         """Write the ledger row (and move the money); with `must`, retry, then raise a 503."""
-        store = self._store()
         attempts = SETTLE_ATTEMPTS if must else 1
         try:
             for attempt in range(attempts):
                 try:
-                    written = await anyio.to_thread.run_sync(store.ledger.record, row, hold)
+                    # Shielded like the thread it waits for: the row is being written anyway.
+                    with anyio.CancelScope(shield=True):
+                        written = await self.writer.record(row, hold)
                 except Exception as exc:
                     log.warning(
                         "ledger write failed (attempt %d) rid=%s: %s", attempt + 1, row.request_id, exc

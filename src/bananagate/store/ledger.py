@@ -3,6 +3,11 @@
 `record` is the settle (and the release) of a call in ONE transaction: insert the ledger row,
 drop the call's reservation, and move the key's money (`reserved -= hold`, `spent += cost`).
 The request id is unique, so a row is never written twice and a repeated settle moves no money.
+
+`record_many` is the same for a batch of calls in ONE transaction (the gateway's group commit,
+`server.metering.LedgerWriter`): one multi-row INSERT, one DELETE of the batch's holds, one
+UPDATE per key with the batch's sums. A batch that fails for one of its rows (a duplicate
+request id) is redone row by row, so only that row is refused and the others are written.
 """
 
 from __future__ import annotations
@@ -12,14 +17,44 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Engine, Select, delete, func, literal, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bananagate.store.reservations import Hold
 from bananagate.store.schema import ApiKey, LedgerEntry, Reservation
 
 GroupBy = Literal["day", "model", "key"]
+
+# The key's money moves once per batch and key: `reserved -= released`, `spent += cost`.
+_MOVE_MONEY = (
+    update(ApiKey)
+    .where(ApiKey.id == bindparam("b_key"))
+    .values(
+        reserved_nanos=ApiKey.reserved_nanos - bindparam("b_released", type_=BigInteger()),
+        spent_nanos=ApiKey.spent_nanos + bindparam("b_spent", type_=BigInteger()),
+    )
+)
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure of the database itself (down, locked, deadlock, connection lost), not of a row:
+    redoing the batch row by row would only fail again, slower."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +84,18 @@ class LedgerRow:
     @classmethod
     def from_entry(cls, entry: LedgerEntry) -> LedgerRow:
         return cls(**{name: getattr(entry, name) for name in cls.__dataclass_fields__})
+
+
+# One settle or release: the row, and the hold it gives back (if any).
+Settle = tuple[LedgerRow, Hold | None]
+_FIELDS = tuple(LedgerRow.__dataclass_fields__)
+
+
+def _values(row: LedgerRow) -> dict[str, Any]:
+    # Not `asdict`: it deep-copies every value, and this runs for every request.
+    values = {name: getattr(row, name) for name in _FIELDS}
+    values["request_id"] = row.request_id[:64]
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,29 +128,86 @@ class LedgerRepository:
         `row.cost_nanos` is charged to the key. A hold that the sweeper already released (the
         call outlived its reservation) is not released twice.
         """
-        values = asdict(row)
-        values["request_id"] = row.request_id[:64]
         try:
-            with self._session() as session, session.begin():
-                # The insert goes first: a duplicate request id aborts before any money moves.
-                session.add(LedgerEntry(**values))
-                session.flush()
-                released = 0
-                if hold is not None:
-                    gone = session.execute(delete(Reservation).where(Reservation.id == hold.id))
-                    released = hold.amount_nanos if gone.rowcount else 0  # type: ignore[attr-defined]
-                if row.key_id is not None and (released or row.cost_nanos):
-                    session.execute(
-                        update(ApiKey)
-                        .where(ApiKey.id == row.key_id)
-                        .values(
-                            reserved_nanos=ApiKey.reserved_nanos - literal(released),
-                            spent_nanos=ApiKey.spent_nanos + literal(row.cost_nanos),
-                        )
-                    )
+            with self._engine.begin() as connection:
+                self._write(connection, [(row, hold)])
         except IntegrityError:
             return False
         return True
+
+    def record_many(self, settles: list[Settle]) -> list[bool | Exception]:
+        """`record` for each of `settles`, in one transaction when none of them fails.
+
+        One outcome per settle, in order: True (written), False (already recorded: a duplicate
+        request id, in the table or earlier in the batch) or the exception that row met. A
+        failure of the database itself (`transient`) is raised for the whole batch instead.
+        """
+        if not settles:
+            return []
+        try:
+            with self._engine.begin() as connection:
+                self._write(connection, settles)
+        except Exception as exc:
+            if transient(exc) or len(settles) == 1:
+                if isinstance(exc, IntegrityError):
+                    return [False]
+                raise
+            # One bad row (most likely a duplicate request id) rolled back the whole batch:
+            # redo it row by row, in arrival order, so only that row is refused.
+            outcomes: list[bool | Exception] = []
+            for row, hold in settles:
+                try:
+                    outcomes.append(self.record(row, hold))
+                except Exception as row_exc:
+                    outcomes.append(row_exc)
+            return outcomes
+        return [True] * len(settles)
+
+    def _write(self, connection: Connection, settles: list[Settle]) -> None:
+        """Insert the rows, drop their holds and move the money, inside the caller's transaction.
+
+        The insert goes first: a duplicate request id aborts before any money moves. Rows go in
+        request id order and keys are updated in id order, so batches of two gateways take their
+        locks in the same order instead of deadlocking each other on PostgreSQL.
+        """
+        values = [_values(row) for row, _ in settles]
+        values.sort(key=lambda v: v["request_id"])
+        connection.execute(insert(LedgerEntry), values)
+        holds = [hold for _, hold in settles if hold is not None]
+        gone = self._delete_holds(connection, [hold.id for hold in holds]) if holds else set()
+        moves: dict[int, list[int]] = {}  # key id -> [released, spent]
+        for row, hold in settles:
+            released = 0
+            if hold is not None and hold.id in gone:
+                gone.discard(hold.id)  # a hold gives its money back once, however often named
+                released = hold.amount_nanos
+            if row.key_id is not None and (released or row.cost_nanos):
+                move = moves.setdefault(row.key_id, [0, 0])
+                move[0] += released
+                move[1] += row.cost_nanos
+        if moves:
+            connection.execute(
+                _MOVE_MONEY,
+                [
+                    {"b_key": key_id, "b_released": released, "b_spent": spent}
+                    for key_id, (released, spent) in sorted(moves.items())
+                ],
+            )
+
+    def _delete_holds(self, connection: Connection, ids: list[str]) -> set[str]:
+        """Delete these reservations; the ids that were still there (the others were released by
+        the sweeper, which moved their money back already)."""
+        if connection.dialect.delete_returning:
+            result = connection.execute(
+                delete(Reservation).where(Reservation.id.in_(ids)).returning(Reservation.id)
+            )
+            return set(result.scalars())
+        gone: set[str] = set()  # SQLite before 3.35 has no DELETE ... RETURNING
+        for hold_id in dict.fromkeys(ids):
+            result = connection.execute(delete(Reservation).where(Reservation.id == hold_id))
+            if result.rowcount:
+                gone.add(hold_id)
+        return gone
 
     def get(self, request_id: str) -> LedgerRow | None:
         with self._session() as session:
