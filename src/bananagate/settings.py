@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: float = 120.0
     # How often each process looks for expired holds to release.
     sweep_interval_seconds: float = 30.0
+    # How long a process may answer from its memory of an API key instead of the database (0:
+    # never). A key revoked or changed through this process is forgotten at once; through
+    # another (the CLI, another worker or gateway), it still works for at most this long.
+    key_cache_seconds: float = 1.0
     # Charge answers without an image (safety block, NO_IMAGE, text only) by their tokens.
     charge_without_image: bool = False
     # Price overrides by model id, e.g. {"gemini-2.5-flash-image": {"per_image": {"1K": "0.05"}}}

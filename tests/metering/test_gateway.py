@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from starlette.testclient import TestClient
 
 from bananagate.server import create_app
@@ -229,3 +230,41 @@ def test_metrics(client: TestClient, app_store: Store) -> None:
     assert 'bananagate_upstream_errors_total{channel="emulator",status="503"} 1.0' in body
     assert "bananagate_request_latency_seconds_bucket" in body
     assert orjson.dumps(body)  # plain text
+
+
+def test_known_keys_skip_the_database_and_changes_apply_at_once(app_store: Store, tmp_path: Path) -> None:
+    """With a long key cache: one lookup per key, yet the admin API's changes and a key's expiry
+    apply on the very next request."""
+    settings = Settings(data_dir=tmp_path, admin_key=ADMIN, key_cache_seconds=60)
+    admin = {"authorization": f"Bearer {ADMIN}"}
+    _, secret = _key(app_store)
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    _, expiring = _key(app_store, "soon", expires_at=soon)
+    lookups: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FROM api_keys" in statement and "secret_hash" in statement.split("WHERE")[-1]:
+            lookups.append(statement)
+
+    event.listen(app_store.engine, "before_cursor_execute", on_execute)
+    try:
+        with TestClient(create_app(settings, store=app_store)) as client:
+            for _ in range(4):
+                assert _generate(client, secret).status_code == 200
+            assert len(lookups) == 1
+            patched = client.patch(
+                "/admin/keys/alice", headers=admin, json={"models": ["gemini-3-pro-image-preview"]}
+            )
+            assert patched.status_code == 200
+            assert _generate(client, secret).status_code == 403  # the new allow-list, at once
+            assert len(lookups) == 2
+            assert _generate(client, expiring).status_code == 200
+            while datetime.now(UTC) <= soon:
+                time.sleep(0.1)
+            # Remembered for a minute, but its expiry is checked on every request.
+            refused = _generate(client, expiring)
+            assert refused.status_code == 401 and "expired" in refused.json()["error"]["message"]
+            assert client.post("/admin/keys/alice/revoke", headers=admin).status_code == 200
+            assert _generate(client, secret).status_code == 401
+    finally:
+        event.remove(app_store.engine, "before_cursor_execute", on_execute)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -224,3 +225,58 @@ def test_secrets_are_never_stored(store: Store, backend: str, db_url: str) -> No
         for _, secret in created:
             assert secret.encode() not in raw
             assert secret[10:].encode() not in raw
+
+
+def test_key_cache_remembers_found_keys_only(store: Store) -> None:
+    record, secret = store.keys.create_key("ci")
+    assert store.keys.cached(secret) is None
+    assert store.keys.authenticate(secret) == record
+    assert store.keys.cached(secret) is None  # remembered only when asked to
+    assert store.keys.authenticate(secret, cache_seconds=60) == record
+    assert store.keys.cached(secret) == record
+    # Misses are never remembered: unknown secrets go to the database every time.
+    wrong = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    for miss in (wrong, "", "x" * 10_000):
+        assert store.keys.authenticate(miss, cache_seconds=60) is None
+        assert store.keys.cached(miss) is None
+    # An entry goes stale after its time.
+    assert store.keys.authenticate(secret, cache_seconds=0.01) == record
+    time.sleep(0.02)
+    assert store.keys.cached(secret) is None
+
+
+def test_key_cache_forgets_at_once_what_this_process_changes(store: Store) -> None:
+    _, secret = store.keys.create_key("ci")
+    _, other_secret = store.keys.create_key("other")
+
+    def remember() -> None:
+        for s in (secret, other_secret):
+            assert store.keys.authenticate(s, cache_seconds=60) is not None
+        assert store.keys.cached(secret) is not None
+
+    remember()
+    updated = store.keys.update_key("ci", {"rpm": 5})
+    assert store.keys.cached(secret) is None and store.keys.cached(other_secret) is None
+    assert store.keys.authenticate(secret, cache_seconds=60) == updated
+    remember()
+    rotated = store.keys.rotate_key("ci")
+    assert rotated is not None and store.keys.cached(secret) is None
+    secret = rotated[1]
+    remember()
+    assert store.keys.revoke_key("ci")
+    assert store.keys.cached(secret) is None and store.keys.authenticate(secret, cache_seconds=60) is None
+    assert store.keys.cached(secret) is None  # a revoked key is a miss: not remembered
+    assert store.keys.authenticate(other_secret, cache_seconds=60) is not None
+    assert store.keys.delete_key("other")
+    assert store.keys.cached(other_secret) is None
+
+
+def test_key_cache_sees_another_processs_change_once_stale(store: Store, db_url: str) -> None:
+    record, secret = store.keys.create_key("ci")
+    assert store.keys.authenticate(secret, cache_seconds=60) == record
+    with Store.open(db_url) as other:  # as the CLI or another gateway would
+        assert other.keys.revoke_key("ci")
+    # The documented bound: this process may serve its memory of the key until it is stale...
+    assert store.keys.cached(secret) == record
+    # ...while the database already says no.
+    assert store.keys.authenticate(secret) is None

@@ -130,11 +130,16 @@ def create_app(
         return state["store"]  # type: ignore[return-value]
 
     async def lookup(secret: str) -> Principal | None:
-        try:
-            record = await anyio.to_thread.run_sync(current_store().authenticate, secret)
-        except SQLAlchemyError as exc:
-            log.error("key lookup failed: %s", exc)
-            raise ApiError(503, "The key store is unavailable; please retry.", "UNAVAILABLE") from None
+        keys = current_store().keys
+        # Most requests: a key seen within `key_cache_seconds`, without a thread or the database.
+        record = keys.cached(secret)
+        if record is None:
+            find = functools.partial(keys.authenticate, secret, cache_seconds=settings.key_cache_seconds)
+            try:
+                record = await anyio.to_thread.run_sync(find)
+            except SQLAlchemyError as exc:
+                log.error("key lookup failed: %s", exc)
+                raise ApiError(503, "The key store is unavailable; please retry.", "UNAVAILABLE") from None
         return Principal(record.id, record.name, record.limits) if record else None
 
     async def touch(key_id: int) -> None:

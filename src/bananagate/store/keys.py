@@ -3,6 +3,12 @@
 Secrets look like `sk-` followed by 48 URL-safe characters. Only their SHA-256 is stored, with
 a short prefix for display; the secret itself is returned once, by `create_key` / `rotate_key`.
 Each key may carry limits (`KeyLimits`); money columns are integer nano-dollars.
+
+`authenticate(secret, cache_seconds=...)` also remembers the key it found in this process for
+that long, and `cached(secret)` answers from there without the database (the gateway's hot path;
+misses are never remembered). Every change of a key through this repository (update, rotate,
+revoke, delete: the admin API, the console and the CLI all go through it) forgets them all at
+once; a change made by another process is seen once the entry is `cache_seconds` old.
 """
 
 from __future__ import annotations
@@ -12,12 +18,14 @@ import hmac
 import ipaddress
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy import Engine, Row, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +37,8 @@ SECRET_PREFIX = "sk-"
 DISPLAY_PREFIX_LENGTH = 10
 # Anything longer cannot be one of our keys; refuse it before hashing.
 MAX_SECRET_LENGTH = 256
+# Most keys remembered by `authenticate(..., cache_seconds=...)`; past it stale ones are dropped.
+MAX_CACHED_KEYS = 10_000
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+-]*")
 NAME_RULES = (
@@ -150,7 +160,7 @@ class ApiKeyRecord:
         return "expired" if self.expired else "active"
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> ApiKeyRecord:
+    def from_row(cls, row: ApiKey | Row[Any]) -> ApiKeyRecord:
         return cls(
             id=row.id,
             name=row.name,
@@ -201,10 +211,45 @@ class KeyRepository:
     """
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # secret hash -> (monotonic time it goes stale, record); see the module docstring.
+        self._cache: dict[str, tuple[float, ApiKeyRecord]] = {}
+        # Bumped by every invalidation: a lookup that read the database before it does not
+        # put what it read (maybe the key before its revocation) into the cache.
+        self._generation = 0
+        self._cache_lock = threading.Lock()
 
     def _session(self) -> Session:
         return self._sessions()
+
+    def invalidate(self) -> None:
+        """Forget every remembered key (called after each change of a key, once committed)."""
+        with self._cache_lock:
+            self._generation += 1
+            self._cache.clear()
+
+    def cached(self, secret: str) -> ApiKeyRecord | None:
+        """The key `authenticate(secret, cache_seconds=...)` found less than that long ago, or
+        None (look it up). No I/O: safe to call on an event loop."""
+        if not self._cache or not isinstance(secret, str) or len(secret) > MAX_SECRET_LENGTH:
+            return None
+        entry = self._cache.get(hash_secret(secret))
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def _remember(self, digest: str, record: ApiKeyRecord, stale_at: float, generation: int) -> None:
+        with self._cache_lock:
+            if generation != self._generation:
+                return  # a key changed while this one was read: what was read may be outdated
+            if len(self._cache) >= MAX_CACHED_KEYS:
+                now = time.monotonic()
+                for stale in [d for d, (at, _) in self._cache.items() if at <= now]:
+                    del self._cache[stale]
+                if len(self._cache) >= MAX_CACHED_KEYS:
+                    self._cache.clear()
+            self._cache[digest] = (stale_at, record)
 
     def create_key(
         self,
@@ -241,18 +286,28 @@ class KeyRepository:
             raise KeyNameTaken(name) from exc
         return ApiKeyRecord.from_row(row), secret
 
-    def authenticate(self, secret: str) -> ApiKeyRecord | None:
-        """The active key whose secret is `secret`, or None (unknown, malformed or revoked)."""
+    def authenticate(self, secret: str, *, cache_seconds: float = 0.0) -> ApiKeyRecord | None:
+        """The active key whose secret is `secret`, or None (unknown, malformed or revoked).
+
+        With `cache_seconds`, a key found is remembered for `cached` that long (counted from
+        before the read, so a change committed before it is never served longer than that).
+        """
         if not isinstance(secret, str) or not secret or len(secret) > MAX_SECRET_LENGTH:
             return None
         digest = hash_secret(secret)
-        with self._session() as session:
-            row = session.scalars(select(ApiKey).where(ApiKey.secret_hash == digest)).one_or_none()
-            if row is None or not hmac.compare_digest(row.secret_hash, digest):
-                return None
-            if row.revoked_at is not None:
-                return None
-            return ApiKeyRecord.from_row(row)
+        generation, started = self._generation, time.monotonic()
+        # A Core select (no ORM session or object): this runs for every request not cached.
+        query = select(ApiKey.__table__).where(ApiKey.secret_hash == digest)
+        with self._engine.connect() as connection:
+            row = connection.execute(query).one_or_none()
+        if row is None or not hmac.compare_digest(row.secret_hash, digest):
+            return None
+        if row.revoked_at is not None:
+            return None
+        record = ApiKeyRecord.from_row(row)
+        if cache_seconds > 0:
+            self._remember(digest, record, started + cache_seconds, generation)
+        return record
 
     def touch(self, key_id: int, when: datetime | None = None) -> None:
         """Record that key `key_id` was used at `when` (default: now).
@@ -293,27 +348,33 @@ class KeyRepository:
             else:
                 values[key] = value
         _check_limits(values)
-        with self._session() as session, session.begin():
-            if values:
-                session.execute(update(ApiKey).where(ApiKey.name == name).values(**values))
-            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one_or_none()
-            return None if row is None else ApiKeyRecord.from_row(row)
+        try:
+            with self._session() as session, session.begin():
+                if values:
+                    session.execute(update(ApiKey).where(ApiKey.name == name).values(**values))
+                row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one_or_none()
+                return None if row is None else ApiKeyRecord.from_row(row)
+        finally:
+            self.invalidate()
 
     def rotate_key(self, name: str) -> tuple[ApiKeyRecord, str] | None:
         """Give the key a new secret (the old one stops working at once); None if no such
         active key. Limits, spending and the ledger stay with the key."""
         secret = generate_secret()
-        with self._session() as session, session.begin():
-            result = session.execute(
-                update(ApiKey)
-                .where(ApiKey.name == name)
-                .where(ApiKey.revoked_at.is_(None))
-                .values(secret_hash=hash_secret(secret), prefix=secret[:DISPLAY_PREFIX_LENGTH])
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return None
-            row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one()
-            return ApiKeyRecord.from_row(row), secret
+        try:
+            with self._session() as session, session.begin():
+                result = session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.name == name)
+                    .where(ApiKey.revoked_at.is_(None))
+                    .values(secret_hash=hash_secret(secret), prefix=secret[:DISPLAY_PREFIX_LENGTH])
+                )
+                if not result.rowcount:  # type: ignore[attr-defined]
+                    return None
+                row = session.scalars(select(ApiKey).where(ApiKey.name == name)).one()
+                return ApiKeyRecord.from_row(row), secret
+        finally:
+            self.invalidate()
 
     def list_keys(self, include_revoked: bool = False) -> list[ApiKeyRecord]:
         """Keys in creation order; revoked ones only if `include_revoked`."""
@@ -332,20 +393,26 @@ class KeyRepository:
     def revoke_key(self, name: str, *, now: datetime | None = None) -> bool:
         """Revoke the key named `name`. True if this call revoked it; False if there is no
         such key or it was already revoked (its first revocation time is kept)."""
-        with self._session() as session, session.begin():
-            result = session.execute(
-                update(ApiKey)
-                .where(ApiKey.name == name)
-                .where(ApiKey.revoked_at.is_(None))
-                .values(revoked_at=_utc(now))
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        try:
+            with self._session() as session, session.begin():
+                result = session.execute(
+                    update(ApiKey)
+                    .where(ApiKey.name == name)
+                    .where(ApiKey.revoked_at.is_(None))
+                    .values(revoked_at=_utc(now))
+                )
+                return bool(result.rowcount)  # type: ignore[attr-defined]
+        finally:
+            self.invalidate()
 
     def delete_key(self, name: str) -> bool:
         """Remove the key named `name` altogether (freeing its name). True if it existed."""
-        with self._session() as session, session.begin():
-            result = session.execute(delete(ApiKey).where(ApiKey.name == name))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+        try:
+            with self._session() as session, session.begin():
+                result = session.execute(delete(ApiKey).where(ApiKey.name == name))
+                return bool(result.rowcount)  # type: ignore[attr-defined]
+        finally:
+            self.invalidate()
 
     def count_keys(self, include_revoked: bool = True) -> int:
         """How many keys exist (by default counting revoked ones too)."""
