@@ -142,6 +142,7 @@ class GalleryRecorder:
         self._backlog = 0  # body bytes of the answers queued or being written
         self._pending: dict[str, _Pending] = {}
         self._writer: threading.Thread | None = None
+        self._held_back = False  # submit has waited for room since the queue last ran empty
 
     # --- the event loop's side ------------------------------------------------------------
 
@@ -192,10 +193,12 @@ class GalleryRecorder:
         """With the lock held: True once `size` more bytes fit (an empty queue takes anything)."""
         if not self._backlog or self._backlog + size <= self._max_backlog:
             return True
-        log.warning(
-            "gallery: %d MB of answers wait to be written; holding new ones until there is room",
-            self._backlog >> 20,
-        )
+        if not self._held_back:  # once per episode, not once per answer
+            self._held_back = True
+            log.warning(
+                "gallery: %d MB of answers wait to be written; holding new ones until there is room",
+                self._backlog >> 20,
+            )
         deadline = time.monotonic() + self._stall_seconds
         while self._backlog and self._backlog + size > self._max_backlog:
             remaining = deadline - time.monotonic()
@@ -347,6 +350,9 @@ class GalleryRecorder:
                     del self._pending[answer.request_id]
                     results += ((waiter, pending.ids) for waiter in pending.waiters)
             results += ((item.done, []) for item in batch if isinstance(item, _Flush))
+            if not self._backlog and self._held_back:
+                self._held_back = False
+                log.warning("gallery: the writer has caught up")
             self._has_room.notify_all()
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[int]], list[int]]]] = {}
         for future, future_ids in results:
