@@ -3,12 +3,16 @@ INSERT with their ids in order, a bad group failing alone, and eviction in one D
 
 from __future__ import annotations
 
+import errno
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 
+import bananagate.store.gallery as gallery_module
 from bananagate.store import NewImage, Store
 
 
@@ -94,3 +98,29 @@ def test_eviction_deletes_the_oldest_in_one_statement(store: Store, data_dir: Pa
     assert [e.id for e in gallery.page()] == ids[:2:-1]
     assert len(files(data_dir / "gallery")) == 3 and not thumb.exists()
     assert gallery.evict() == 0
+
+
+@pytest.mark.parametrize("size", [10, 4096, 64 * 1024, 1_050_001, 3 * 4096 * 256])
+@pytest.mark.parametrize("direct", [True, False])
+def test_files_hold_the_exact_bytes(
+    store: Store, data_dir: Path, size: int, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Big images go to disk with O_DIRECT; a filesystem that refuses it (EINVAL, as some FUSE
+    # ones do) gets buffered writes instead.
+    if not direct:
+        real_open = os.open
+
+        def no_direct(path: str, flags: int, mode: int = 0o777) -> int:
+            if flags & getattr(os, "O_DIRECT", 0):
+                raise OSError(errno.EINVAL, "O_DIRECT not supported")
+            return real_open(path, flags, mode)
+
+        monkeypatch.setattr(gallery_module.os, "open", no_direct)
+    store.gallery.configure(data_dir / "gallery", max_bytes=None)
+    data = os.urandom(size)
+    ids = store.gallery.add([NewImage(data, "image/png", "rid", 0, 1, "alice", "m", "p")] * 2)
+    for image_id in ids:
+        entry = store.gallery.get(image_id)
+        assert entry is not None and entry.size_bytes == size
+        assert store.gallery.path(entry).read_bytes() == data  # type: ignore[union-attr]
+    assert len(files(data_dir / "gallery")) == 2
