@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import tracemalloc
@@ -27,7 +28,7 @@ from bananagate.providers.factory import BuiltChannel, build_channel
 from bananagate.providers.upstream_errors import UpstreamUnreachable
 from bananagate.server.deadlines import bounded_by
 from tests.channels.conftest import FLASH_25, simple_body
-from tests.upstreams import gemini_answer, png
+from tests.upstreams import FakeGoogle, gemini_answer, png
 
 KEY = "AIzaSyTEST-raw-client-0123456789abcdef"
 ANSWER = orjson.dumps(gemini_answer(FLASH_25, png((1, 2, 3)), text="served by raw"))
@@ -274,6 +275,27 @@ def test_a_channel_is_built_outside_an_event_loop() -> None:
     """Channels are built before the server's loop runs (aiohttp sessions need a running loop)."""
     built = channel("http://127.0.0.1:9")
     assert built.client is not None and len(built.providers) == 1
+
+
+# The first loop's connection is left to the garbage collector (nothing can close it once its
+# loop is gone): collected here, so its ResourceWarnings land in this test and are expected.
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_channel_serves_a_new_loop_after_its_first_one_ended() -> None:
+    """A harness restarting its loop (successive `asyncio.run`s) gets a fresh session: an aiohttp
+    session cannot outlive the loop it was made in."""
+    with FakeGoogle(keys=[KEY]) as google:
+        built = channel(google.url, auth="goog")
+        first = asyncio.run(provider(built).generate(call()))
+
+        async def again_then_close() -> bytes:
+            try:
+                return (await provider(built).generate(call())).body
+            finally:
+                await built.aclose()
+
+        assert b"served by google" in first.body and b"served by google" in asyncio.run(again_then_close())
+        assert len(google.requests) == 2
+    gc.collect()
 
 
 # --- failures ------------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ class ChannelSession:
         if self.closed:
             # A request that picked the channel just before a reload retired it: let it fail over.
             raise unreachable(self.channel, "the channel was closed")
-        # A new loop (a test harness restarting its loop): the old loop took its connections along.
+        # A new loop (a harness restarting its loop): a session cannot outlive its loop, and the
+        # old one's connections are past closing (the garbage collector takes them).
         self._session, self._loop = self._make(), loop
         return self._session
 
