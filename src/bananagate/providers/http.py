@@ -136,10 +136,11 @@ class RawBody(aiohttp.BytesPayload):
         self._size = self._length = len(value)
 
     async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
-        if self._length > COALESCE_LIMIT:
+        send_headers = getattr(writer, "send_headers", None)  # aiohttp < 3.12 sends it at once
+        if self._length > COALESCE_LIMIT and send_headers is not None:
             # aiohttp joins the buffered head with the first body write (a copy of the whole body
             # on Pythons before 3.12.9, where it avoids writelines): send the head on its own.
-            writer.send_headers()
+            send_headers()
         await super().write_with_length(writer, content_length)
 
 
