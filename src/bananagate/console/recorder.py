@@ -122,7 +122,8 @@ class GalleryRecorder:
     bigger). When it is full, `submit` blocks its caller (the event loop) until the writer
     has made room: backpressure, so every delivered image is still kept and memory stays
     bounded. If no room appears within `stall_seconds`, that answer's images are dropped and
-    logged, as for any failed write.
+    logged, as for any failed write, and so are those of every answer that does not fit until
+    the writer finishes its batch: a stuck disk costs the event loop one stall, not one per answer.
     """
 
     def __init__(
@@ -143,6 +144,10 @@ class GalleryRecorder:
         self._pending: dict[str, _Pending] = {}
         self._writer: threading.Thread | None = None
         self._held_back = False  # submit has waited for room since the queue last ran empty
+        # The writer let a submit wait `stall_seconds` in vain: until it finishes a batch, answers
+        # that do not fit are given up at once (counted in `_dropped`).
+        self._stalled = False
+        self._dropped = 0
 
     # --- the event loop's side ------------------------------------------------------------
 
@@ -175,12 +180,14 @@ class GalleryRecorder:
         )
         with self._lock:
             if not self._wait_for_room(answer.size):
-                log.error(
-                    "gallery: the writer made no room for %.0f s (disk stuck?); the images of rid=%s "
-                    "are not kept",
-                    self._stall_seconds,
-                    answer.request_id,
-                )
+                self._dropped += 1
+                if self._dropped == 1:
+                    log.error(
+                        "gallery: the writer made no room for %.0f s (disk stuck?); images are not "
+                        "kept until it moves again, starting with those of rid=%s",
+                        self._stall_seconds,
+                        answer.request_id,
+                    )
                 return
             if not self._start_writer():
                 return
@@ -193,6 +200,8 @@ class GalleryRecorder:
         """With the lock held: True once `size` more bytes fit (an empty queue takes anything)."""
         if not self._backlog or self._backlog + size <= self._max_backlog:
             return True
+        if self._stalled:
+            return False  # one stall per stuck writer, not one per answer
         if not self._held_back:  # once per episode, not once per answer
             self._held_back = True
             log.warning(
@@ -203,6 +212,7 @@ class GalleryRecorder:
         while self._backlog and self._backlog + size > self._max_backlog:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._stalled = True
                 return False
             self._has_room.wait(remaining)
         return True
@@ -350,6 +360,10 @@ class GalleryRecorder:
                     del self._pending[answer.request_id]
                     results += ((waiter, pending.ids) for waiter in pending.waiters)
             results += ((item.done, []) for item in batch if isinstance(item, _Flush))
+            if self._stalled:
+                self._stalled = False
+                log.error("gallery: the writer moves again; %d answer(s) had images not kept", self._dropped)
+                self._dropped = 0
             if not self._backlog and self._held_back:
                 self._held_back = False
                 log.warning("gallery: the writer has caught up")
