@@ -257,3 +257,32 @@ async def test_a_stuck_writer_gives_up_images_after_one_stall(
     assert any("rid=s2" in m and "not kept" in m for m in messages)
     assert any("moves again; 2 answer(s)" in m for m in messages)
     assert [len(store.gallery.by_request(r)) for r in ("s1", "s2", "s3", "s4")] == [1, 0, 0, 1]
+
+
+async def test_snake_case_answers_are_kept(store: Store) -> None:
+    recorder = GalleryRecorder(lambda: store)
+    data = picture(7)
+    body = orjson.dumps(
+        {
+            "candidates": [
+                {
+                    "content": {
+                        "parts": [
+                            {
+                                "inline_data": {
+                                    "mime_type": "image/jpeg",
+                                    "data": base64.b64encode(data).decode(),
+                                }
+                            }
+                        ]
+                    },
+                    "finish_reason": "STOP",
+                }
+            ]
+        }
+    )
+    recorder.submit(make_call("snake"), ALICE, [body], 1, 1)
+    (image_id,) = await recorder.wait("snake")
+    entry = store.gallery.get(image_id)
+    assert entry is not None and entry.mime_type == "image/jpeg" and entry.params["finish_reason"] == "STOP"
+    assert store.gallery.path(entry).read_bytes() == data  # type: ignore[union-attr]
