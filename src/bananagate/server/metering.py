@@ -157,23 +157,23 @@ class LedgerWriter:
                 outcomes = await anyio.to_thread.run_sync(
                     self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
                 )
+                for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
             except Exception as exc:
+                # Whatever went wrong, no caller is left waiting (they wait shielded).
                 for *_, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
             except BaseException:  # the loop is going away: nobody is left to wait
                 for *_, future in batch + lane.queue:
                     future.cancel()
                 lane.queue.clear()
                 raise
-            for (*_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
 
 
 class GatewayMeter:
