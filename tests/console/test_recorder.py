@@ -238,6 +238,25 @@ async def test_a_full_backlog_holds_submit_until_the_writer_makes_room(store: St
     assert [len(store.gallery.by_request(r)) for r in ("b1", "b2")] == [1, 1]
 
 
+async def test_room_holds_only_its_request_until_the_writer_makes_room(store: Store, held: HeldStore) -> None:
+    body = answer(image_part(picture(1)))
+    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=30)
+    held.hold()
+    recorder.submit(make_call("r1"), ALICE, [body], 1, 1)
+    await held.writer_blocked()
+    second = [answer(image_part(picture(2)))]
+    waiting = asyncio.ensure_future(recorder.room(second))
+    for _ in range(5):  # the event loop goes on serving others meanwhile
+        await asyncio.sleep(0.01)
+    assert not waiting.done()
+    held.release()
+    await asyncio.wait_for(waiting, 10)
+    recorder.submit(make_call("r2"), ALICE, second, 1, 1)  # fits now: queued without a wait
+    await recorder.drain()
+    assert [len(store.gallery.by_request(r)) for r in ("r1", "r2")] == [1, 1]
+    await asyncio.wait_for(recorder.room([answer({"text": "no image"})]), 1)  # nothing to keep
+
+
 async def test_a_stuck_writer_gives_up_images_after_one_stall(
     store: Store, held: HeldStore, caplog: pytest.LogCaptureFixture
 ) -> None:

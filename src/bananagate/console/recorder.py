@@ -39,8 +39,12 @@ log = logging.getLogger("bananagate.console")
 # Both spellings of the key start so: one search that stops at the first, where a miss for
 # `"inlineData"` in a snake_case answer would walk all of its megabytes first.
 _IMAGE_MARKER = b'"inline'
-# ~180 answers of 1.4 MB. A writer that falls this far behind has a disk slower than the network.
-MAX_BACKLOG_BYTES = 256 * 1024 * 1024
+# ~22 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
+# and requests then wait for it (`room`) rather than the gateway's memory growing (issue #9's
+# bound is 150 MB of RSS at 8 concurrent 1.4 MB answers, the backlog included).
+MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+# How often a request held back by a full backlog looks again (a rare state; polling is enough).
+_ROOM_POLL_SECONDS = 0.002
 # How long `submit` waits for room in a full backlog before it gives the answer's images up as
 # it would on a failed write (a disk this stuck is a failing disk; the gateway must go on).
 STALL_SECONDS = 5.0
@@ -121,11 +125,13 @@ class GalleryRecorder:
     playground can wait for its own images, and shutdown can wait for all of them.
 
     The queue holds at most `max_backlog_bytes` of answer bodies (one answer alone may be
-    bigger). When it is full, `submit` blocks its caller (the event loop) until the writer
-    has made room: backpressure, so every delivered image is still kept and memory stays
-    bounded. If no room appears within `stall_seconds`, that answer's images are dropped and
-    logged, as for any failed write, and so are those of every answer that does not fit until
-    the writer finishes its batch: a stuck disk costs the event loop one stall, not one per answer.
+    bigger). When it is full, the pipeline's `await room(...)` holds that request (only it, not
+    the event loop) until the writer has made room: backpressure, so every delivered image is
+    still kept and memory stays bounded. If no room appears within `stall_seconds`, that
+    answer's images are dropped and logged, as for any failed write, and so are those of every
+    answer that does not fit until the writer finishes its batch: a stuck disk costs one stall,
+    not one per answer. A caller that does not await `room` first gets the same wait inside
+    `submit`, blocking.
     """
 
     def __init__(
@@ -152,6 +158,31 @@ class GalleryRecorder:
         self._dropped = 0
 
     # --- the event loop's side ------------------------------------------------------------
+
+    async def room(self, bodies: list[bytes]) -> None:
+        """Return once `bodies` fit the backlog (or the writer is stalled: `submit` then gives
+        them up at once), holding only the calling request, never the event loop."""
+        if not any(_IMAGE_MARKER in body for body in bodies):
+            return
+        size = sum(len(body) for body in bodies)
+        deadline: float | None = None
+        while True:
+            with self._lock:
+                if self._stalled or not self._backlog or self._backlog + size <= self._max_backlog:
+                    return
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._stall_seconds
+                    if not self._held_back:  # once per episode, not once per answer
+                        self._held_back = True
+                        log.warning(
+                            "gallery: %d MB of answers wait to be written; new ones wait for room",
+                            self._backlog >> 20,
+                        )
+                elif now >= deadline:
+                    self._stalled = True
+                    return
+            await asyncio.sleep(_ROOM_POLL_SECONDS)
 
     def submit(
         self, call: Call, principal: Principal, bodies: list[bytes], cost_nanos: int | None, latency_ms: int

@@ -72,6 +72,11 @@ class ImageSink(Protocol):
         self, call: Call, principal: Principal, bodies: list[bytes], cost_nanos: int | None, latency_ms: int
     ) -> None: ...
 
+    async def room(self, bodies: list[bytes]) -> None:
+        """Wait, without blocking the event loop, until `bodies` fit the sink's bounded backlog:
+        backpressure on the requests that produce images faster than they are written."""
+        ...
+
 
 class _NoReservation:
     def observe(self, event: bytes) -> None:
@@ -130,10 +135,12 @@ class Pipeline:
         if isinstance(reservation, ReportsLimits):
             call.limits = reservation.limit_state(cost)
 
-    def _keep(
+    async def _keep(
         self, call: Call, principal: Principal, bodies: list[bytes], cost: int | None, started: float
     ) -> None:
         if self.images is not None:
+            await self.images.room(bodies)
+            # No await between `room` and `submit`: the room found is still there.
             self.images.submit(call, principal, bodies, cost, int((time.monotonic() - started) * 1000))
 
     async def generate(self, call: Call, principal: Principal) -> Answer:
@@ -159,7 +166,7 @@ class Pipeline:
         self._note_limits(call, reservation, cost)
         if affine and self.affinity is not None:
             await self.affinity.remember(call, answer_digests(answer.body))
-        self._keep(call, principal, [answer.body], cost, started)
+        await self._keep(call, principal, [answer.body], cost, started)
         return answer
 
     async def stream(self, call: Call, principal: Principal) -> AsyncGenerator[bytes, None]:
@@ -200,7 +207,7 @@ class Pipeline:
                         await self.affinity.remember(call, digests)
                     cost = await reservation.settle()
                     call.cost_nanos, settled = cost, True
-                    self._keep(call, principal, kept or [], cost, started)
+                    await self._keep(call, principal, kept or [], cost, started)
                     yield event
                     continue
                 yield event
@@ -228,13 +235,13 @@ class Pipeline:
         """Record a stream that ended without its final event being settled."""
         if failure is None:
             cost = await reservation.settle()
-            self._keep(call, principal, kept or [], cost, started)
+            await self._keep(call, principal, kept or [], cost, started)
             return
         cancelled = isinstance(failure, (GeneratorExit, asyncio.CancelledError))
         status = 499 if cancelled else failure_status(failure)
         if delivered and isinstance(reservation, SettlesPartially):
             # Part of the answer reached the client: charge what it holds, record the failure.
             call.cost_nanos = await reservation.settle_partial(status)
-            self._keep(call, principal, kept or [], call.cost_nanos, started)
+            await self._keep(call, principal, kept or [], call.cost_nanos, started)
             return
         await reservation.release("cancelled" if cancelled else "failed", status=status)
