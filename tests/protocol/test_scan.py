@@ -307,3 +307,23 @@ def test_scan_answer_finds_a_big_image_without_parsing_it() -> None:
     assert img.mime_type == "image/jpeg" and img.value is None and body[img.start : img.end] == b64.encode()
     assert inline_image_bytes(body, img) == image
     assert scan_answer(body[:-1]) is None and scan_answer(b"[" + body + b"]") is None
+
+
+def test_skeletons_of_alternating_bodies_are_their_own() -> None:
+    # skeleton() remembers the last big body's skeleton: it must never answer for another body.
+    def big(tokens: int) -> bytes:
+        return orjson.dumps(
+            {
+                "candidates": [{"content": {"parts": [{"inlineData": {"data": "QUJD" * 10_000}}]}}],
+                "usageMetadata": {"promptTokenCount": tokens},
+            }
+        )
+
+    first, second = big(1), big(2)
+    for _ in range(2):
+        assert scan_usage(first).prompt_tokens == 1
+        assert scan_usage(second).prompt_tokens == 2
+    growing = bytearray(big(3))
+    assert scan_usage(growing).prompt_tokens == 3
+    growing[growing.rfind(b"3")] = ord("4")  # a mutable body is never remembered
+    assert scan_usage(growing).prompt_tokens == 4

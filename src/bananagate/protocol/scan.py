@@ -27,11 +27,30 @@ _IMAGE_KEYS = (b'"inlineData"', b'"inline_data"')
 _THOUGHT_TRUE = (b'"thought":true', b'"thought": true')
 
 
+# The last big body skeletonised and its skeleton. An answer is scanned by several functions in
+# turn (the provider's checks, then the meter's), each starting from its skeleton: cutting it
+# once instead of six times was ~5 % of the gateway's CPU per 1.4 MB answer. The reference
+# keeps the body alive, so `is` cannot match a different object; one assignment replaces the
+# pair at once, so threads scanning other bodies at most miss.
+_last_skeleton: tuple[bytes, bytes] = (b"", b"")
+
+
 def skeleton(body: bytes) -> bytes:
     """The body with every `"data": "<...>"` string emptied: a 1.4 MB image answer becomes a few
     hundred bytes that every other scan then walks instead of the megabytes."""
+    global _last_skeleton
     if len(body) < _SKELETON_MIN:
         return body
+    last_body, last = _last_skeleton
+    if last_body is body:
+        return last
+    result = _cut_data(body)
+    if type(body) is bytes:  # immutable: the same object always has the same skeleton
+        _last_skeleton = (body, result)
+    return result
+
+
+def _cut_data(body: bytes) -> bytes:
     pieces: list[bytes] = []
     start = 0
     at = body.find(_DATA_KEY)
