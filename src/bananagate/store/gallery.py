@@ -14,12 +14,9 @@ is on another host shows as missing there.
 from __future__ import annotations
 
 import contextlib
-import errno
-import mmap
 import os
 import re
 import secrets
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,11 +42,6 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
 from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
-
-try:
-    import fcntl
-except ImportError:  # Windows: no O_DIRECT either
-    fcntl = None  # type: ignore[assignment]
 
 FILE_NAME_RE = re.compile(r"[0-9a-f]{32}\.(png|jpg|webp|heic|heif|gif)")
 # Prompts can be long; the gallery keeps enough to recognise one.
@@ -118,22 +110,12 @@ class GalleryEntry:
 
 
 _TABLE = cast(Table, GalleryImage.__table__)
-# O_DIRECT where the platform has it (Linux); images smaller than this are not worth it.
-_O_DIRECT: int = getattr(os, "O_DIRECT", 0) if fcntl is not None else 0
-_DIRECT_MIN_BYTES = 64 * 1024
-_DIRECT_BLOCK = 4096
-_DIRECT_BUFFER_KEEP = 16 * 1024 * 1024
-# What a filesystem without O_DIRECT (tmpfs, some FUSE) answers to it.
-_NO_DIRECT = (errno.EINVAL, errno.EOPNOTSUPP)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
-def _write_all(fd: int, view: memoryview, block: int = 1) -> None:
+def _write_all(fd: int, view: memoryview) -> None:
     while view:
-        written = os.write(fd, view)
-        if written % block:  # O_DIRECT: the rest would be misaligned
-            raise OSError(errno.EINVAL, "short O_DIRECT write")
-        view = view[written:]
+        view = view[os.write(fd, view) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,16 +154,12 @@ class GalleryRepository:
         # Bytes added since the total was last summed; None means "never summed yet".
         self._unchecked_bytes: int | None = None
         self._dir_made = False
-        self._direct = bool(_O_DIRECT)
-        self._direct_lock = threading.Lock()
-        self._direct_buffer: mmap.mmap | None = None
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self._unchecked_bytes = None
         self._dir_made = False
-        self._direct = bool(_O_DIRECT)
 
     def _session(self) -> Session:
         return self._sessions()
@@ -241,16 +219,6 @@ class GalleryRepository:
         # No temporary name and rename: nothing reads a file before its row exists, and the row
         # is inserted after the write returned. O_EXCL: a name is never reused.
         path = os.path.join(self._dir(), name)
-        if self._direct and len(data) >= _DIRECT_MIN_BYTES:
-            try:
-                self._write_direct(path, data)
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_DIRECT:
-                    raise
-                self._direct = False  # this filesystem does not take it: buffered from now on
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
         try:
             fd = os.open(path, _NEW_FILE, 0o666)
         except FileNotFoundError:  # the directory was removed under us: make it again
@@ -264,43 +232,6 @@ class GalleryRepository:
                 os.unlink(path)
             raise
         os.close(fd)
-
-    def _write_direct(self, path: str, data: bytes) -> None:
-        """Write with O_DIRECT from a page-aligned buffer: the disk DMAs the image instead of the
-        kernel copying it into fresh page-cache pages and writing them back later, which costs
-        ~3x the CPU (and that CPU is what the event loop competes for). The last partial block
-        goes through the page cache (O_DIRECT cleared), so the file needs no truncating."""
-        bulk = len(data) - len(data) % _DIRECT_BLOCK
-        with self._direct_lock:
-            buffer = self._direct_buffer
-            if buffer is None or len(buffer) < bulk:
-                if buffer is not None:
-                    buffer.close()
-                buffer = mmap.mmap(-1, bulk)  # anonymous mappings are page-aligned
-                # Kept for the next image, unless it is unusually big.
-                self._direct_buffer = buffer if bulk <= _DIRECT_BUFFER_KEEP else None
-            try:
-                buffer[:bulk] = memoryview(data)[:bulk]
-                try:
-                    fd = os.open(path, _NEW_FILE | _O_DIRECT, 0o666)
-                except FileNotFoundError:  # the directory was removed under us: make it again
-                    self._dir_made = False
-                    self._dir()
-                    fd = os.open(path, _NEW_FILE | _O_DIRECT, 0o666)
-                try:
-                    _write_all(fd, memoryview(buffer)[:bulk], _DIRECT_BLOCK)
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
-                    _write_all(fd, memoryview(data)[bulk:])
-                except BaseException:
-                    os.close(fd)
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                    raise
-                os.close(fd)
-            finally:
-                if buffer is not self._direct_buffer:
-                    with contextlib.suppress(BufferError):  # a traceback may still hold a view
-                        buffer.close()
 
     def insert(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[list[int] | Exception]:
         """Rows from `write`, several requests' at once: one transaction for all of them. When it
