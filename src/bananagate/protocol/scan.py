@@ -262,7 +262,7 @@ class AnswerParts:
 _WHOLE_BELOW = 8 * 1024
 # Quote hops before a body is parsed whole instead (text full of escaped quotes).
 _MAX_STRING_HOPS = 4096
-# The longest spelling of the member name `data` (every letter a `\uXXXX` escape).
+# The longest spelling of the member name `data` (every letter a six-character `\u0064`-style escape).
 _MAX_DATA_KEY = 24
 
 
