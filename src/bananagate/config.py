@@ -60,6 +60,10 @@ class ConfigError(ValueError):
     """The configuration is invalid. Messages name fields and variables, never secret values."""
 
 
+def _sendable(key: str) -> bool:
+    return key.isascii() and key.isprintable()
+
+
 class ChannelConfig(BaseModel):
     """One upstream: where it is, how to authenticate, what it serves and how much we prefer it."""
 
@@ -121,6 +125,10 @@ class ChannelConfig(BaseModel):
             return self
         if not self.keys or any(not k.get_secret_value().strip() for k in self.keys):
             raise ValueError(f"a {self.kind} channel needs at least one non-empty key")
+        # A key travels in a header or the query string: a control or non-ASCII character in it
+        # could never be sent (the HTTP client refuses it at call time), so it is a config error.
+        if any(not _sendable(k.get_secret_value().strip()) for k in self.keys):
+            raise ValueError("a key holds a control or non-ASCII character (a line break pasted with it?)")
         if self.kind == "gemini-compatible" and not self.base_url:
             raise ValueError("a gemini-compatible channel needs base_url")
         if self.sizes is not None and self.kind != "openai-images":

@@ -57,6 +57,8 @@ def test_defaults_per_kind() -> None:
     ("toml", "message"),
     [
         ('[[channels]]\nname = "x"\nkind = "gemini"\n', "at least one non-empty key"),
+        ('[[channels]]\nname = "x"\nkind = "gemini"\nkey = "AIza\\nsecret"\n', "control or non-ASCII"),
+        ('[[channels]]\nname = "x"\nkind = "gemini"\nkey = "AIzä"\n', "control or non-ASCII"),
         ('[[channels]]\nname = "x"\nkind = "nope"\nkey = "k"\n', "channels.0.kind"),
         ('[[channels]]\nname = "x y"\nkind = "gemini"\nkey = "k"\n', "channels.0.name"),
         ('[[channels]]\nname = "x"\nkind = "gemini"\nkey = "k"\ncolour = "red"\n', "Extra inputs"),
