@@ -190,6 +190,19 @@ BATTERY: list[tuple[str, str, dict[str, Any] | bytes, int, str, str]] = [
         "Multiple candidates is not enabled for this model",
     ),
     ("empty-contents", FLASH_25, {"contents": []}, 400, "INVALID_ARGUMENT", "contents is not specified"),
+    (
+        "openai-style-role",
+        FLASH_25,
+        {
+            "contents": [
+                {"role": "assistant", "parts": [{"text": "x"}]},
+                {"role": "user", "parts": [{"text": "y"}]},
+            ]
+        },
+        400,
+        "INVALID_ARGUMENT",
+        "Please use a valid role: user, model.",
+    ),
     ("no-contents", FLASH_25, {}, 400, "INVALID_ARGUMENT", "contents is not specified"),
     ("empty-parts", FLASH_25, {"contents": [{"parts": []}]}, 400, "INVALID_ARGUMENT", "contents[0].parts"),
     (

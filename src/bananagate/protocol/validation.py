@@ -95,6 +95,10 @@ def check_for_model(request: GenerateContentRequest, model: ImageModel) -> None:
     if not request.contents:
         raise invalid_argument("* GenerateContentRequest.contents: contents is not specified\n")
 
+    # Google's own words for `system`, `assistant`, `function`, ...: only two roles exist.
+    if any((content.role or "user").lower() not in ("user", "model") for content in request.contents):
+        raise invalid_argument("Please use a valid role: user, model.")
+
     violations: list[FieldViolation] = []
     for ci, content in enumerate(request.contents):
         if not content.parts:
