@@ -20,6 +20,8 @@ import binascii
 
 import pybase64
 
+from bananagate.protocol.scan import skip_ws
+
 Span = tuple[int, int]
 
 # Below this, a full parse costs microseconds: not worth a second code path.
@@ -29,13 +31,6 @@ _BLOB_KEYS = (b'"inlineData"', b'"inline_data"')
 _WS = b" \t\r\n"
 # The keys allowed before `data` inside a blob (`"mimeType": "image/png", `) fit in this.
 _MAX_BLOB_HEAD = 256
-
-
-def _skip_ws(body: bytes, i: int) -> int:
-    n = len(body)
-    while i < n and body[i] in _WS:
-        i += 1
-    return i
 
 
 def _skip_ws_back(body: bytes, i: int) -> int:
@@ -68,9 +63,9 @@ def lean_spans(body: bytes) -> list[Span] | None:
     spans: list[Span] = []
     at = body.find(_DATA_KEY)
     while at >= 0:
-        colon = _skip_ws(body, at + len(_DATA_KEY))
+        colon = skip_ws(body, at + len(_DATA_KEY))
         if colon < len(body) and body[colon] == 0x3A:
-            start = _skip_ws(body, colon + 1)
+            start = skip_ws(body, colon + 1)
             if start < len(body) and body[start] == 0x22 and _in_blob(body, at):
                 end = body.find(b'"', start + 1)
                 if end < 0:

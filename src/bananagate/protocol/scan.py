@@ -289,7 +289,8 @@ def _string_end(body: bytes, i: int, budget: list[int]) -> int:
         i = q + 1
 
 
-def _skip_ws(body: bytes, i: int) -> int:
+def skip_ws(body: bytes, i: int) -> int:
+    """The index of the first non-whitespace byte at or after `i` (JSON whitespace)."""
     n = len(body)
     while i < n and body[i] in _WS:
         i += 1
@@ -318,9 +319,9 @@ def _data_spans(body: bytes, max_hops: int) -> list[tuple[int, int]] | None:
         end = _string_end(body, at + 1, budget)
         if end < 0:
             return None
-        after = _skip_ws(body, end + 1)
+        after = skip_ws(body, end + 1)
         if after < n and body[after] == 0x3A and _is_data_key(body, at + 1, end):  # ':'
-            value = _skip_ws(body, after + 1)
+            value = skip_ws(body, after + 1)
             if value < n and body[value] == 0x22:
                 end = _string_end(body, value + 1, budget)
                 if end < 0:
