@@ -7,6 +7,15 @@ total fits again. Files are written before their rows and rows are deleted befor
 so a row never points at a file that is not (yet, or any more) there on purpose; a file whose row
 is missing is only ever an orphan on disk.
 
+Evicted files are not unlinked but recycled: moved to `.recycle/` and later renamed to a new
+image's name and overwritten. Overwriting a file whose pages are still in the page cache costs
+about a quarter of creating a file, filling new pages and unlinking an old one (0.16 against
+0.65 ms of CPU per MB image, measured here), and the gallery writes every delivered image. Files
+an operator or user deletes are unlinked, never recycled. The pool holds at most
+`RECYCLE_MAX_FILES` files per process (disk use beyond the cap), and a file is reused only
+`RECYCLE_DELAY_SECONDS` after its eviction, so a download of an image that was evicted while it
+was being sent is not overwritten under the reader.
+
 With several gateway hosts sharing one database each host keeps its own files; a row whose file
 is on another host shows as missing there.
 """
@@ -17,6 +26,9 @@ import contextlib
 import os
 import re
 import secrets
+import threading
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +59,11 @@ FILE_NAME_RE = re.compile(r"[0-9a-f]{32}\.(png|jpg|webp|heic|heif|gif)")
 # Prompts can be long; the gallery keeps enough to recognise one.
 PROMPT_MAX_CHARS = 4000
 TEXT_MAX_CHARS = 4000
+# Evicted files kept for reuse (see the module's docstring), per process.
+RECYCLE_DIR = ".recycle"
+RECYCLE_MAX_FILES = 64
+RECYCLE_DELAY_SECONDS = 30.0
+_RECYCLED_NAME_RE = re.compile(r"[0-9a-f]{32}")
 
 
 class GalleryImage(Base):
@@ -111,6 +128,7 @@ class GalleryEntry:
 
 _TABLE = cast(Table, GalleryImage.__table__)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_REUSED_FILE = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 
 
 def _write_all(fd: int, view: memoryview) -> None:
@@ -154,12 +172,19 @@ class GalleryRepository:
         # Bytes added since the total was last summed; None means "never summed yet".
         self._unchecked_bytes: int | None = None
         self._dir_made = False
+        self.recycle_delay = RECYCLE_DELAY_SECONDS
+        # Recycled files this process may reuse: (monotonic time of eviction, name), oldest first.
+        # None until the pool directory was first listed (files of earlier runs count as old).
+        self._recycled: deque[tuple[float, str]] | None = None
+        self._recycle_lock = threading.Lock()  # the writer thread evicts; console threads too
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self._unchecked_bytes = None
         self._dir_made = False
+        with self._recycle_lock:
+            self._recycled = None
 
     def _session(self) -> Session:
         return self._sessions()
@@ -217,21 +242,88 @@ class GalleryRepository:
 
     def _write_file(self, name: str, data: bytes) -> None:
         # No temporary name and rename: nothing reads a file before its row exists, and the row
-        # is inserted after the write returned. O_EXCL: a name is never reused.
+        # is inserted after the write returned. O_EXCL (or 128 random bits for a recycled file,
+        # which `rename` would replace): a name is never reused.
         path = os.path.join(self._dir(), name)
-        try:
-            fd = os.open(path, _NEW_FILE, 0o666)
-        except FileNotFoundError:  # the directory was removed under us: make it again
-            self._dir_made = False
-            fd = os.open(os.path.join(self._dir(), name), _NEW_FILE, 0o666)
+        fd = self._reuse_recycled(path)
+        if fd is None:
+            try:
+                fd = os.open(path, _NEW_FILE, 0o666)
+            except FileNotFoundError:  # the directory was removed under us: make it again
+                self._dir_made = False
+                fd = os.open(os.path.join(self._dir(), name), _NEW_FILE, 0o666)
         try:
             _write_all(fd, memoryview(data))
+            os.ftruncate(fd, len(data))  # a recycled file may have been longer
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
         os.close(fd)
+
+    # --- recycling evicted files -------------------------------------------------------------
+
+    def _pool(self) -> deque[tuple[float, str]]:
+        """With the lock held: the pool, listed from disk on first use."""
+        if self._recycled is None:
+            self._recycled = deque()
+            assert self.directory is not None
+            with contextlib.suppress(OSError):
+                names = [
+                    n for n in os.listdir(self.directory / RECYCLE_DIR) if _RECYCLED_NAME_RE.fullmatch(n)
+                ]
+                for extra in names[RECYCLE_MAX_FILES:]:  # left by earlier runs beyond the bound
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.directory / RECYCLE_DIR / extra)
+                self._recycled.extend((float("-inf"), n) for n in names[:RECYCLE_MAX_FILES])
+        return self._recycled
+
+    def _reuse_recycled(self, path: str) -> int | None:
+        """A recycled file renamed to `path` and opened for writing, or None if none is ready."""
+        assert self.directory is not None
+        pool_dir = os.path.join(self.directory, RECYCLE_DIR)
+        ready_before = time.monotonic() - self.recycle_delay
+        while True:
+            with self._recycle_lock:
+                pool = self._pool()
+                if not pool or pool[0][0] > ready_before:
+                    return None
+                _, name = pool.popleft()
+            try:
+                os.rename(os.path.join(pool_dir, name), path)
+            except OSError:
+                continue  # another process on this host took it first (or it is gone)
+            try:
+                return os.open(path, _REUSED_FILE)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return None
+
+    def _recycle(self, name: str) -> None:
+        """Move an evicted image's file to the pool (or unlink it when the pool is full)."""
+        assert self.directory is not None
+        path = self.directory / name
+        with self._recycle_lock:
+            pool = self._pool()
+            full = len(pool) >= RECYCLE_MAX_FILES
+        if not full:
+            pooled = secrets.token_hex(16)
+            try:
+                try:
+                    os.rename(path, self.directory / RECYCLE_DIR / pooled)
+                except FileNotFoundError:  # the pool's directory is made on first use
+                    (self.directory / RECYCLE_DIR).mkdir(mode=0o700, exist_ok=True)
+                    os.rename(path, self.directory / RECYCLE_DIR / pooled)
+            except OSError:
+                pass  # unlinked below instead
+            else:
+                with self._recycle_lock:
+                    self._pool().append((time.monotonic(), pooled))
+                return
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def insert(self, groups: Sequence[Sequence[dict[str, Any]]]) -> list[list[int] | Exception]:
         """Rows from `write`, several requests' at once: one transaction for all of them. When it
@@ -312,18 +404,19 @@ class GalleryRepository:
             victims.append(int(image_id))
             total -= int(size)
         if not self._delete_returning:
-            return sum(self.delete(image_id) for image_id in victims)
+            return sum(self.delete(image_id, recycle=True) for image_id in victims)
         # One DELETE for all of them; RETURNING names exactly the rows this process removed
         # (another one may have got to some first: it removes those files).
         statement = delete(GalleryImage).where(GalleryImage.id.in_(victims)).returning(GalleryImage.file_name)
         with self._session() as session, session.begin():
             names = list(session.scalars(statement))
         for name in names:
-            self._unlink(name)
+            self._unlink(name, recycle=True)
         return len(names)
 
-    def delete(self, image_id: int) -> int:
-        """Remove the row, then its file and thumbnail; 1 if this call removed it, else 0."""
+    def delete(self, image_id: int, *, recycle: bool = False) -> int:
+        """Remove the row, then its file and thumbnail; 1 if this call removed it, else 0.
+        A deleted image's file is unlinked; an evicted one's (`recycle`) may be reused."""
         with self._session() as session, session.begin():
             row = session.get(GalleryImage, image_id)
             if row is None:
@@ -332,15 +425,19 @@ class GalleryRepository:
             gone = session.execute(delete(GalleryImage).where(GalleryImage.id == image_id))
             if not gone.rowcount:  # type: ignore[attr-defined]
                 return 0  # another process got there first; it removes the file
-        self._unlink(name)
+        self._unlink(name, recycle=recycle)
         return 1
 
-    def _unlink(self, name: str) -> None:
-        """Remove a deleted row's file and thumbnail."""
+    def _unlink(self, name: str, *, recycle: bool = False) -> None:
+        """Remove a deleted row's file (or recycle an evicted one's) and its thumbnail."""
         if self.directory is not None and FILE_NAME_RE.fullmatch(name):
-            for path in (self.directory / name, self.thumb_path(name)):
+            if recycle:
+                self._recycle(name)
+            else:
                 with contextlib.suppress(OSError):
-                    path.unlink()
+                    (self.directory / name).unlink()
+            with contextlib.suppress(OSError):
+                self.thumb_path(name).unlink()
 
     # --- reading ----------------------------------------------------------------------------
 
