@@ -17,6 +17,7 @@ from bananagate.config import ConfigError
 from bananagate.protocol.catalog import MODELS
 from bananagate.server import create_app
 from bananagate.server.admin import ensure_admin_key
+from bananagate.server.allocator import tune_allocator
 from bananagate.server.http11 import guarded_protocol
 from bananagate.settings import Settings
 from bananagate.store import Store, ensure_default_key
@@ -133,6 +134,7 @@ def serve(
     )
     _configure_logging(settings.log_level)
     _raise_open_file_limit()
+    tune_allocator()  # before the app allocates anything big; workers inherit it by environment
     console = Console(stderr=True, highlight=False)
     data = settings.ensure_data_dir()
     store = Store.open(settings.resolved_database_url())
