@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
+import itertools
 import logging
 import time
 import tracemalloc
@@ -198,6 +200,55 @@ async def test_body_goes_up_and_the_answer_comes_back_byte_for_byte(upstream: Ra
         await built.aclose()
     assert upstream.seen[0].body == body
     assert got.body == answer
+
+
+def in_pieces(body: bytes, sizes: list[int], *, chunked: bool, gzipped: bool = False) -> Action:
+    """A 200 answer written in pieces of these sizes (cycled), each after a pause: as a socket
+    delivers it, or as HTTP chunks (an empty chunk ends it)."""
+
+    async def act(reader: Reader, writer: Writer) -> bool:
+        data = gzip.compress(body) if gzipped else body
+        framing = "transfer-encoding: chunked" if chunked else f"content-length: {len(data)}"
+        encoding = "content-encoding: gzip\r\n" if gzipped else ""
+        writer.write(
+            f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{encoding}{framing}\r\n\r\n".encode()
+        )
+        at = 0
+        for size in itertools.cycle(sizes):
+            if at >= len(data):
+                break
+            piece = data[at : at + size]
+            at += size
+            writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
+            await writer.drain()
+            await asyncio.sleep(0)
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    return act
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("gzipped", [False, True])
+@pytest.mark.parametrize("sizes", [[1 << 30], [1], [7, 65536, 3], [300_000], [4096, 1]])
+async def test_an_answer_read_whole_is_the_same_however_it_arrives(
+    upstream: RawUpstream, chunked: bool, gzipped: bool, sizes: list[int]
+) -> None:
+    answer = (
+        b'{"candidates": [], "filler": "' + bytes(range(48, 58)) * (70_000 if sizes != [1] else 300) + b'"}'
+    )
+    upstream.script += [in_pieces(answer, sizes, chunked=chunked, gzipped=gzipped), reply(200, ANSWER)]
+    built = channel(upstream.url)
+    try:
+        got = await provider(built).generate(call())
+        again = await provider(built).generate(call())  # the connection went back to the pool intact
+    finally:
+        await built.aclose()
+    assert got.body == answer
+    assert again.body == ANSWER
+    assert upstream.connections == 1
 
 
 def test_a_big_body_is_not_copied_on_its_way_up() -> None:

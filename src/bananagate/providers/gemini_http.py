@@ -29,6 +29,7 @@ from bananagate.providers.http import (
     auth_parts,
     join_url,
     read_capped,
+    read_whole,
     transport_failure,
     with_query,
 )
@@ -80,7 +81,7 @@ class GeminiHttpProvider:
             try:
                 if response.status != 200:
                     raise self._error(response.status, await read_capped(response), response.headers)
-                body = await response.read()
+                body = await read_whole(response)
             finally:
                 # Back to the pool when the body was read whole; closed otherwise (cancelled, cut).
                 response.release()
