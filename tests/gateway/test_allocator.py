@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import subprocess
 import sys
 
 import pytest
 
-from bananagate.server.allocator import THRESHOLD_BYTES, tune_allocator
+from bananagate.server.allocator import THRESHOLD_BYTES, IdleTrimmer, tune_allocator
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -67,3 +68,65 @@ def test_an_operators_own_malloc_settings_win(name: str) -> None:
     environ = {name: "65536"}
     assert not tune_allocator(environ)
     assert environ == {name: "65536"}
+
+
+# --- giving memory back when idle -----------------------------------------------------------------
+
+FRAGMENTED = """
+import os
+from bananagate.server.allocator import tune_allocator, heap_trimmer
+import asyncio
+tune_allocator()
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+blocks = [os.urandom(1 << 20) for _ in range(200)]
+keep = blocks[1::2]  # every other block stays: the freed ones are holes, not the heap's top
+del blocks
+before = rss()
+asyncio.run(heap_trimmer()())
+print(before, rss(), len(keep))
+"""
+
+
+def test_a_trim_gives_back_the_holes_a_burst_left_in_the_heap() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", FRAGMENTED],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after, _ = map(int, out.stdout.split())
+    assert before - after > 60  # ~100 MB of holes; free() alone returned none of it
+
+
+async def test_the_idle_trimmer_trims_once_per_quiet_spell_after_work() -> None:
+    state = {"busy": 0, "ended": 0}
+    trims: list[float] = []
+
+    async def trim() -> None:
+        trims.append(asyncio.get_running_loop().time())
+
+    trimmer = IdleTrimmer(
+        lambda: state["busy"], lambda: state["ended"], trim, idle_seconds=0.1, poll_seconds=0.02
+    )
+    task = asyncio.create_task(trimmer.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert trims == []  # no work yet: nothing to give back
+        state["busy"] = 1
+        await asyncio.sleep(0.3)
+        assert trims == []  # never while a request runs
+        state["busy"], state["ended"] = 0, 1
+        await asyncio.sleep(0.3)
+        assert len(trims) == 1
+        await asyncio.sleep(0.3)
+        assert len(trims) == 1  # once per quiet spell
+        for _ in range(10):  # steady traffic keeps it from trimming
+            state["ended"] += 1
+            await asyncio.sleep(0.04)
+        assert len(trims) == 1
+        await asyncio.sleep(0.3)
+        assert len(trims) == 2
+    finally:
+        task.cancel()

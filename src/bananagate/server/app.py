@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from bananagate.protocol.errors import ApiError
 from bananagate.providers.base import Provider
 from bananagate.server.admin import AdminApi, ensure_admin_key
+from bananagate.server.allocator import IdleTrimmer, heap_trimmer
 from bananagate.server.auth import Authenticator, AuthFailureLimiter, Principal
 from bananagate.server.gemini import GeminiRoutes
 from bananagate.server.guarantees import build_guarantees
@@ -206,6 +207,12 @@ def create_app(
             current_store().gallery.configure(settings.resolved_gallery_dir(), settings.gallery_max_bytes)
         # Renews this process's holds and releases those of crashed ones (now, then periodically).
         maintenance = asyncio.create_task(meter.maintain(sweep_interval=settings.sweep_interval_seconds))
+        trim = heap_trimmer()
+        trimmer = (
+            asyncio.create_task(IdleTrimmer(lambda: len(in_flight), lambda: in_flight.ended, trim).run())
+            if trim is not None
+            else None
+        )
         try:
             await router.start()  # loads database channels and starts watching them
             await guarantees.start()
@@ -216,9 +223,11 @@ def create_app(
             # holds and write their ledger rows before the store and the loop go away.
             await in_flight.wait(timeout=10.0)
             await jobs.aclose()  # running jobs go back to the queue
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for task in (maintenance, trimmer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if recorder is not None:
                 await recorder.drain()  # images of answers already delivered still get kept
             await guarantees.aclose()

@@ -41,12 +41,14 @@ class InFlight:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
+        self.ended = 0  # requests finished since start (the idle heap trimmer watches it)
 
     def add(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
 
     def discard(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
+        self.ended += 1
 
     def __len__(self) -> int:
         return len(self._tasks)
