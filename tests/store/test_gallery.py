@@ -125,11 +125,9 @@ def test_evicted_files_are_recycled_for_new_images(store: Store, data_dir: Path)
     gallery = store.gallery
     directory = data_dir / "gallery"
     gallery.configure(directory, max_bytes=None)
-    gallery.recycle_delay = 0
     ids = [gallery.add([image(i, size=1000)])[0] for i in range(4)]
     evicted = {inode(gallery.path(gallery.get(i))) for i in ids[:2]}  # type: ignore[arg-type]
-    gallery.configure(directory, max_bytes=2000)
-    gallery.recycle_delay = 0
+    gallery.max_bytes = 2000
     assert gallery.evict() == 2
     assert len(pool(directory)) == 2 and len(files(directory)) == 2
     gallery.max_bytes = None  # no further eviction
@@ -142,23 +140,38 @@ def test_evicted_files_are_recycled_for_new_images(store: Store, data_dir: Path)
     assert len(pool(directory)) == 1
 
 
-def test_recycled_files_wait_before_reuse_and_deleted_ones_are_unlinked(store: Store, data_dir: Path) -> None:
+def test_a_read_never_returns_another_images_bytes(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gallery = store.gallery
     directory = data_dir / "gallery"
     gallery.configure(directory, max_bytes=None)
-    first = gallery.add([image(1, size=1000)])[0]
-    evicted = inode(gallery.path(gallery.get(first)))  # type: ignore[arg-type]
-    second = gallery.add([image(2, size=1000)])[0]
-    gallery.max_bytes = 1000
-    assert gallery.evict() == 1 and len(pool(directory)) == 1
-    gallery.max_bytes = None
-    # Evicted just now: a download may still read it, so a new image gets a new file.
-    third = gallery.add([image(3, size=10)])[0]
-    assert inode(gallery.path(gallery.get(third))) != evicted  # type: ignore[arg-type]
-    assert len(pool(directory)) == 1
-    # What a user deletes is gone from the disk, not kept for reuse.
-    assert gallery.delete(second) == 1
-    assert len(pool(directory)) == 1 and len(files(directory)) == 1
+    first = gallery.get(gallery.add([image(1, size=1000)])[0])
+    assert first is not None and gallery.read(first) == bytes([1]) * 1000
+    # The image is evicted while it is being read, and its file at once reused for another.
+    real_stat = os.stat
+
+    def evicted_meanwhile(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        monkeypatch.setattr(gallery_module.os, "stat", real_stat)
+        gallery.max_bytes = 0
+        assert gallery.evict() == 1
+        gallery.max_bytes = None
+        gallery.add([image(2, size=1000)])
+        assert not pool(directory)  # image 2 took the evicted file
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(gallery_module.os, "stat", evicted_meanwhile)
+    assert gallery.read(first) is None
+    assert gallery.read(first) is None  # and afterwards, its name leads nowhere
+
+
+def test_deleted_images_are_unlinked_not_recycled(store: Store, data_dir: Path) -> None:
+    gallery = store.gallery
+    directory = data_dir / "gallery"
+    gallery.configure(directory, max_bytes=None)
+    ids = gallery.add([image(1), image(2)])
+    assert gallery.delete(ids[0]) == 1
+    assert not pool(directory) and len(files(directory)) == 1
 
 
 def test_the_pool_is_bounded_and_survives_a_restart(

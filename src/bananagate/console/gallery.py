@@ -137,16 +137,20 @@ class GalleryViews:
 
     async def _file(self, request: Request, session: Session, *, attachment: bool) -> Response:
         entry = await self._entry(request)
-        path = self.ctx.store().gallery.path(entry) if entry is not None else None
-        if entry is None or path is None:
+        # Read whole (an image is a few MB) and checked: an evicted image's file may be reused.
+        data = await self.ctx.run(self.ctx.store().gallery.read, entry) if entry is not None else None
+        if entry is None or data is None:
             return self._missing(request, session)
         # Served as the type it was stored with and never sniffed (nosniff is on every response).
-        return FileResponse(
-            path,
+        disposition = "attachment" if attachment else "inline"
+        return Response(
+            data,
             media_type=entry.mime_type,
-            filename=download_name(entry),
-            content_disposition_type="attachment" if attachment else "inline",
-            headers={"cache-control": "private, max-age=86400"},
+            headers={
+                "cache-control": "private, max-age=86400",
+                # The name is ASCII by construction: no RFC 5987 form needed.
+                "content-disposition": f'{disposition}; filename="{download_name(entry)}"',
+            },
         )
 
     async def image(self, request: Request, session: Session) -> Response:

@@ -12,9 +12,9 @@ image's name and overwritten. Overwriting a file whose pages are still in the pa
 about a quarter of creating a file, filling new pages and unlinking an old one (0.16 against
 0.65 ms of CPU per MB image, measured here), and the gallery writes every delivered image. Files
 an operator or user deletes are unlinked, never recycled. The pool holds at most
-`RECYCLE_MAX_FILES` files per process (disk use beyond the cap), and a file is reused only
-`RECYCLE_DELAY_SECONDS` after its eviction, so a download of an image that was evicted while it
-was being sent is not overwritten under the reader.
+`RECYCLE_MAX_FILES` files per process (disk use beyond the cap; one eviction's worth at the
+default cap). A recycled file is renamed away before it is overwritten, so `read` knows it got
+the image it asked for when, after reading, the name still leads to the file it read.
 
 With several gateway hosts sharing one database each host keeps its own files; a row whose file
 is on another host shows as missing there.
@@ -27,7 +27,6 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,6 @@ TEXT_MAX_CHARS = 4000
 # Evicted files kept for reuse (see the module's docstring), per process.
 RECYCLE_DIR = ".recycle"
 RECYCLE_MAX_FILES = 64
-RECYCLE_DELAY_SECONDS = 30.0
 _RECYCLED_NAME_RE = re.compile(r"[0-9a-f]{32}")
 
 
@@ -172,10 +170,9 @@ class GalleryRepository:
         # Bytes added since the total was last summed; None means "never summed yet".
         self._unchecked_bytes: int | None = None
         self._dir_made = False
-        self.recycle_delay = RECYCLE_DELAY_SECONDS
-        # Recycled files this process may reuse: (monotonic time of eviction, name), oldest first.
-        # None until the pool directory was first listed (files of earlier runs count as old).
-        self._recycled: deque[tuple[float, str]] | None = None
+        # Names of recycled files this process may reuse, oldest first. None until the pool's
+        # directory was first listed (files of earlier runs are reused too).
+        self._recycled: deque[str] | None = None
         self._recycle_lock = threading.Lock()  # the writer thread evicts; console threads too
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
@@ -264,7 +261,7 @@ class GalleryRepository:
 
     # --- recycling evicted files -------------------------------------------------------------
 
-    def _pool(self) -> deque[tuple[float, str]]:
+    def _pool(self) -> deque[str]:
         """With the lock held: the pool, listed from disk on first use."""
         if self._recycled is None:
             self._recycled = deque()
@@ -276,20 +273,19 @@ class GalleryRepository:
                 for extra in names[RECYCLE_MAX_FILES:]:  # left by earlier runs beyond the bound
                     with contextlib.suppress(OSError):
                         os.unlink(self.directory / RECYCLE_DIR / extra)
-                self._recycled.extend((float("-inf"), n) for n in names[:RECYCLE_MAX_FILES])
+                self._recycled.extend(names[:RECYCLE_MAX_FILES])
         return self._recycled
 
     def _reuse_recycled(self, path: str) -> int | None:
-        """A recycled file renamed to `path` and opened for writing, or None if none is ready."""
+        """A recycled file renamed to `path` and opened for writing, or None if there is none."""
         assert self.directory is not None
         pool_dir = os.path.join(self.directory, RECYCLE_DIR)
-        ready_before = time.monotonic() - self.recycle_delay
         while True:
             with self._recycle_lock:
                 pool = self._pool()
-                if not pool or pool[0][0] > ready_before:
+                if not pool:
                     return None
-                _, name = pool.popleft()
+                name = pool.popleft()
             try:
                 os.rename(os.path.join(pool_dir, name), path)
             except OSError:
@@ -320,7 +316,7 @@ class GalleryRepository:
                 pass  # unlinked below instead
             else:
                 with self._recycle_lock:
-                    self._pool().append((time.monotonic(), pooled))
+                    self._pool().append(pooled)
                 return
         with contextlib.suppress(OSError):
             path.unlink()
@@ -494,6 +490,20 @@ class GalleryRepository:
             return None
         path = self.directory / entry.file_name
         return path if path.is_file() else None
+
+    def read(self, entry: GalleryEntry) -> bytes | None:
+        """The entry's bytes, or None when its file is not (or no longer) here. An image evicted
+        while it was read may have had its file recycled for another: that read gives None."""
+        path = self.path(entry)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+                same = os.fstat(file.fileno()).st_ino == os.stat(path).st_ino
+        except OSError:
+            return None
+        return data if same and len(data) == entry.size_bytes else None
 
     def thumb_path(self, file_name: str) -> Path:
         assert self.directory is not None
