@@ -6,8 +6,13 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+from sqlalchemy import text
+
 from bananagate.server.fetch import FetchPolicy
 from bananagate.server.webhooks import SIGNATURE_HEADER, WebhookSender, sign, verify
+from bananagate.store import KeyCipher, SecretKeyMismatch
+from bananagate.store.crypto import TOKEN_PREFIX
 from tests.jobs.conftest import WEBHOOK_SECRET, App, Receiver, job_body, wait_until
 
 
@@ -50,6 +55,71 @@ def test_job_webhook_is_signed(make_app: Any, receiver: Receiver) -> None:
     (mine,) = wait_until(lambda: receiver.to("/hooks/own"))
     assert verify("tenant-secret-123456", mine.body, mine.headers[SIGNATURE_HEADER.lower()])
     assert not verify(WEBHOOK_SECRET, mine.body, mine.headers[SIGNATURE_HEADER.lower()])
+
+
+def job_secrets(app: App, table: str) -> list[str | None]:
+    with app.store.engine.connect() as connection:
+        return [r[0] for r in connection.execute(text(f"SELECT webhook_secret FROM {table}"))]
+
+
+def webhook_rows(app: App) -> list[str | None]:
+    with app.store.engine.connect() as connection:
+        return [r[0] for r in connection.execute(text("SELECT secret FROM job_webhooks"))]
+
+
+def test_a_jobs_own_secret_is_stored_sealed(make_app: Any, receiver: Receiver) -> None:
+    app: App = make_app()
+    _, secret = app.store.keys.create_key("alice")
+    own = job_body(
+        "A kite", webhook_url=f"{receiver.url}/hooks/sealed", webhook_secret="tenant-secret-sealed"
+    )
+    app.client.post("/v1beta/jobs", json=own, headers=app.headers(secret))
+    (call,) = wait_until(lambda: receiver.to("/hooks/sealed"))
+    assert verify("tenant-secret-sealed", call.body, call.headers[SIGNATURE_HEADER.lower()])
+    stored = [*job_secrets(app, "jobs"), *webhook_rows(app)]
+    assert len(stored) == 2
+    for value in stored:
+        assert value is not None and value.startswith(TOKEN_PREFIX)
+        assert "tenant-secret-sealed" not in value
+        opened = KeyCipher.load(app.settings.secret_key, app.settings.data_dir, create=False)
+        assert opened.open_secret(value) == "tenant-secret-sealed"
+
+
+def test_a_secret_stored_in_plain_text_before_sealing_still_signs() -> None:
+    cipher = KeyCipher("a secret key of this installation")
+    assert cipher.open_secret("legacy-plain-secret-1") == "legacy-plain-secret-1"
+    sealed = cipher.seal_secret("tenant-secret-123456")
+    assert sealed != "tenant-secret-123456" and cipher.open_secret(sealed) == "tenant-secret-123456"
+    with pytest.raises(SecretKeyMismatch):
+        KeyCipher("another installation's key").open_secret(sealed)
+
+
+def test_a_secret_sealed_under_another_key_gives_the_delivery_up_at_once(
+    make_app: Any, receiver: Receiver
+) -> None:
+    app: App = make_app()
+    _, secret = app.store.keys.create_key("alice")
+    foreign = KeyCipher("another installation's key").seal_secret("tenant-secret-123456")
+    with app.store.engine.begin() as connection:  # every webhook row from now on: unreadable here
+        connection.execute(
+            text(
+                "CREATE TRIGGER foreign_secret AFTER INSERT ON job_webhooks WHEN NEW.secret IS NOT NULL "
+                f"BEGIN UPDATE job_webhooks SET secret = '{foreign}' WHERE id = NEW.id; END"
+            )
+        )
+    own = job_body(
+        "A kite", webhook_url=f"{receiver.url}/hooks/foreign", webhook_secret="tenant-secret-123456"
+    )
+    job = app.client.post("/v1beta/jobs", json=own, headers=app.headers(secret)).json()
+
+    def given_up() -> dict[str, Any] | None:
+        view: dict[str, Any] = app.client.get(f"/v1beta/{job['name']}", headers=app.headers(secret)).json()
+        return view if view.get("webhook", {}).get("state") == "FAILED" else None
+
+    view = wait_until(given_up, timeout=20)
+    assert view["webhook"]["attempts"] == 1
+    assert "decrypted" in view["webhook"]["lastError"]
+    assert receiver.to("/hooks/foreign") == []  # nothing unsigned or wrongly signed went out
 
 
 def test_failing_webhook_is_retried_then_given_up_and_recorded(make_app: Any, receiver: Receiver) -> None:

@@ -47,7 +47,7 @@ from bananagate.server.metering import GatewayMeter, budget_exhausted
 from bananagate.server.responses import error_response, json_response
 from bananagate.server.webhooks import check_url
 from bananagate.settings import Settings
-from bananagate.store import NewJob, Store, Submission
+from bananagate.store import KeyCipher, NewJob, Store, Submission
 from bananagate.store.jobs_records import FINAL_STATES, UNFINISHED_STATES, new_id
 
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -99,6 +99,7 @@ class JobRoutes:
         self._store = store
         self.meter = meter
         self.settings = settings
+        self._cipher: KeyCipher | None = None
         self.waker = waker
         gemini.batch_handler = self.batch_generate  # `models/M:batchGenerateContent` lands here
 
@@ -134,6 +135,14 @@ class JobRoutes:
         hold = max_cost(self.meter, call) if principal.limits.budget_nanos is not None else 0
         return NewJob(body=body, hold_nanos=hold)
 
+    def _seal(self, secret: str | None) -> str | None:
+        """A job's own webhook secret is stored sealed, like channel keys (`BANANAGATE_SECRET_KEY`)."""
+        if secret is None:
+            return None
+        if self._cipher is None:  # loaded (or made) on the first job that brings a secret
+            self._cipher = KeyCipher.load(self.settings.secret_key, self.settings.data_dir)
+        return self._cipher.seal_secret(secret)
+
     def _submission(
         self,
         request: Request,
@@ -155,7 +164,7 @@ class JobRoutes:
             hold_margin=settings.jobs_max_attempts * (settings.jobs_lease_seconds + 600) + 3600,
             headers=headers,
             webhook_url=None if webhook_url is None else check_url(webhook_url),
-            webhook_secret=_secret(secret),
+            webhook_secret=self._seal(_secret(secret)),
             display_name=name if isinstance(name, str) else None,
         )
 

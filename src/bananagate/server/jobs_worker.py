@@ -45,7 +45,7 @@ from bananagate.server.pipeline import Pipeline
 from bananagate.server.routing import ModelRouter
 from bananagate.server.webhooks import WebhookSender
 from bananagate.settings import Settings
-from bananagate.store import ClaimedJob, JobRecord, LedgerRow, Store
+from bananagate.store import ClaimedJob, JobRecord, KeyCipher, LedgerRow, SecretKeyMismatch, Store
 from bananagate.store.job_webhooks import WebhookRecord
 from bananagate.store.jobs_records import CANCELLED, FAILED
 
@@ -102,6 +102,7 @@ class JobWorker:
         self.waker = waker
         self.sender = sender
         self.secret = secret
+        self._cipher: KeyCipher | None = None
         self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
@@ -344,14 +345,28 @@ class JobWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._webhooks_due.wait(), settings.jobs_poll_interval)
 
+    def _webhook_secret(self, webhook: WebhookRecord) -> str:
+        """The job's own secret (stored sealed), else the gateway's."""
+        if not webhook.secret:
+            return self.secret()
+        if self._cipher is None:
+            self._cipher = KeyCipher.load(self.settings.secret_key, self.settings.data_dir)
+        return self._cipher.open_secret(webhook.secret)
+
     async def _deliver(self, webhook: WebhookRecord) -> None:
         queue = self._store().jobs.webhooks
         try:
+            try:
+                secret = self._webhook_secret(webhook)
+            except SecretKeyMismatch as exc:  # another secret key: no attempt could ever be signed
+                log.error("webhook %s of %s: %s; giving up", webhook.id, webhook.target, exc)
+                await self._db(queue.failed, webhook.id, None, str(exc), None)
+                return
             body = await self._db(self._event_body, webhook)
             result = await self.sender.post(
                 webhook.url,
                 body,
-                secret=webhook.secret or self.secret(),
+                secret=secret,
                 event=webhook.event,
                 delivery=str(webhook.id),
             )

@@ -1,4 +1,5 @@
-"""Encryption at rest for upstream keys (AES-128-CBC + HMAC-SHA256, via Fernet).
+"""Encryption at rest for upstream keys and per-job webhook secrets (AES-128-CBC + HMAC-SHA256,
+via Fernet).
 
 The secret is `BANANAGATE_SECRET_KEY` when set (any string; a 32-byte key is derived from it with
 HKDF), else a random key kept in `<data dir>/secret.key` (mode 0600), created on first use. Keep
@@ -83,3 +84,23 @@ class KeyCipher:
         if not isinstance(data, list) or not all(isinstance(k, str) for k in data):
             raise SecretKeyMismatch("stored keys are malformed")
         return list(data)
+
+    def seal_secret(self, secret: str) -> str:
+        """One secret (a job's webhook secret) sealed for the database."""
+        return self.seal([secret])
+
+    def open_secret(self, stored: str) -> str:
+        """A secret from `seal_secret`. A value without the token prefix is returned as it is:
+        webhook secrets stored before they were sealed are still in plain text."""
+        if not stored.startswith(TOKEN_PREFIX):
+            return stored
+        try:
+            opened = self.open(stored)
+        except SecretKeyMismatch:
+            raise SecretKeyMismatch(
+                "a stored webhook secret cannot be decrypted: BANANAGATE_SECRET_KEY (or secret.key) "
+                "differs from the one it was sealed with"
+            ) from None
+        if len(opened) != 1:
+            raise SecretKeyMismatch("a stored secret is malformed")
+        return opened[0]
