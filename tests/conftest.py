@@ -13,8 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests check behaviour, not speed: hypothesis's per-example deadline (200 ms) is a timed
+# assertion, and a busy CI machine can stall one example that long. Tests' own @settings keep
+# their other choices and inherit this.
+settings.register_profile("bananagate", deadline=None)
+settings.load_profile("bananagate")
 
 
 def free_port() -> int:
