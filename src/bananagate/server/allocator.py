@@ -37,16 +37,24 @@ _ENV = {"MALLOC_MMAP_THRESHOLD_": M_MMAP_THRESHOLD, "MALLOC_TRIM_THRESHOLD_": M_
 _OPERATOR_SETTINGS = (*_ENV, "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library, when it is glibc (musl and others have no such tuning)."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 def tune_allocator(environ: MutableMapping[str, str] | None = None) -> bool:
     """Set both thresholds in this process (and in `environ`, for the worker processes it will
     start). False, changing nothing, off glibc or when the operator set any of glibc's variables."""
     environ = os.environ if environ is None else environ
-    if platform.libc_ver()[0] != "glibc" or any(name in environ for name in _OPERATOR_SETTINGS):
+    libc = _glibc()
+    if libc is None or any(name in environ for name in _OPERATOR_SETTINGS):
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     if not all(mallopt(parameter, THRESHOLD_BYTES) == 1 for parameter in _ENV.values()):
@@ -56,23 +64,14 @@ def tune_allocator(environ: MutableMapping[str, str] | None = None) -> bool:
     return True
 
 
-def _libc_malloc_trim() -> Callable[[int], int] | None:
-    if platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes = (ctypes.c_size_t,)
-    trim.restype = ctypes.c_int
-    return trim
-
-
 def heap_trimmer() -> Callable[[], Awaitable[None]] | None:
     """An awaitable `malloc_trim(0)` run in a thread (it walks every arena), or None off glibc."""
-    trim = _libc_malloc_trim()
-    if trim is None:
+    libc = _glibc()
+    if libc is None:
         return None
+    trim = libc.malloc_trim
+    trim.argtypes = (ctypes.c_size_t,)
+    trim.restype = ctypes.c_int
 
     async def run() -> None:
         await asyncio.to_thread(trim, 0)
@@ -101,7 +100,6 @@ class IdleTrimmer:
         self._trim = trim
         self.idle_seconds = idle_seconds
         self.poll_seconds = poll_seconds
-        self.trims = 0
 
     async def run(self) -> None:
         trimmed_after = self._ended()  # nothing to give back before any work
@@ -120,4 +118,3 @@ class IdleTrimmer:
                     log.warning("heap trim failed: %s", exc)
                     return
                 trimmed_after = ended
-                self.trims += 1

@@ -32,7 +32,7 @@ from bananagate.server.metering import GatewayMeter
 from bananagate.server.pipeline import Pipeline
 from bananagate.server.webhooks import WebhookSender, gateway_secret
 from bananagate.settings import Settings
-from bananagate.store import Store
+from bananagate.store import KeyCipher, Store
 
 
 class JobService:
@@ -47,7 +47,11 @@ class JobService:
         gemini: GeminiRoutes,
     ) -> None:
         self.waker = Waker(settings.redis_url if settings.redis_url else None, settings.redis_prefix)
-        self._routes = JobRoutes(gemini=gemini, store=store, meter=meter, settings=settings, waker=self.waker)
+        # Seals jobs' own webhook secrets (routes) and opens them (worker); loaded on first use.
+        cipher = functools.cache(lambda: KeyCipher.load(settings.secret_key, settings.data_dir))
+        self._routes = JobRoutes(
+            gemini=gemini, store=store, meter=meter, settings=settings, waker=self.waker, cipher=cipher
+        )
         self.worker: JobWorker | None = None
         self._sender: WebhookSender | None = None
         if not settings.jobs_worker:
@@ -71,6 +75,7 @@ class JobService:
             waker=self.waker,
             sender=self._sender,
             secret=functools.cache(lambda: gateway_secret(settings.webhook_secret, settings.data_dir)),
+            cipher=cipher,
         )
 
     def routes(self) -> list[BaseRoute]:

@@ -94,12 +94,13 @@ class JobRoutes:
         meter: GatewayMeter,
         settings: Settings,
         waker: Waker,
+        cipher: Callable[[], KeyCipher],
     ) -> None:
         self.gemini = gemini
         self._store = store
         self.meter = meter
         self.settings = settings
-        self._cipher: KeyCipher | None = None
+        self._cipher = cipher
         self.waker = waker
         gemini.batch_handler = self.batch_generate  # `models/M:batchGenerateContent` lands here
 
@@ -137,11 +138,7 @@ class JobRoutes:
 
     def _seal(self, secret: str | None) -> str | None:
         """A job's own webhook secret is stored sealed, like channel keys (`BANANAGATE_SECRET_KEY`)."""
-        if secret is None:
-            return None
-        if self._cipher is None:  # loaded (or made) on the first job that brings a secret
-            self._cipher = KeyCipher.load(self.settings.secret_key, self.settings.data_dir)
-        return self._cipher.seal_secret(secret)
+        return None if secret is None else self._cipher().seal_secret(secret)
 
     def _submission(
         self,

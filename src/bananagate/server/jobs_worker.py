@@ -91,6 +91,7 @@ class JobWorker:
         waker: Waker,
         sender: WebhookSender,
         secret: Callable[[], str],
+        cipher: Callable[[], KeyCipher],
         owner: str | None = None,
     ) -> None:
         self.settings = settings
@@ -102,7 +103,7 @@ class JobWorker:
         self.waker = waker
         self.sender = sender
         self.secret = secret
-        self._cipher: KeyCipher | None = None
+        self._cipher = cipher
         self.owner = owner or f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancelling: set[str] = set()
@@ -347,11 +348,7 @@ class JobWorker:
 
     def _webhook_secret(self, webhook: WebhookRecord) -> str:
         """The job's own secret (stored sealed), else the gateway's."""
-        if not webhook.secret:
-            return self.secret()
-        if self._cipher is None:
-            self._cipher = KeyCipher.load(self.settings.secret_key, self.settings.data_dir)
-        return self._cipher.open_secret(webhook.secret)
+        return self._cipher().open_secret(webhook.secret) if webhook.secret else self.secret()
 
     async def _deliver(self, webhook: WebhookRecord) -> None:
         queue = self._store().jobs.webhooks
