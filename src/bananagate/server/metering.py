@@ -36,9 +36,16 @@ import anyio.to_thread
 from bananagate.protocol.errors import ERROR_INFO_TYPE, ApiError, resource_exhausted
 from bananagate.protocol.pricing import PriceTable
 from bananagate.protocol.response import Usage
-from bananagate.protocol.scan import count_output_images, is_error_event, scan_finish_reason, scan_usage
+from bananagate.protocol.scan import (
+    Bytes,
+    count_output_images,
+    is_error_event,
+    scan_finish_reason,
+    scan_usage,
+)
 from bananagate.providers.base import Call, LimitState
 from bananagate.server.auth import Principal
+from bananagate.server.cancellation import result_of, shielded, wait_shielded
 from bananagate.server.limits import Admission, Limiter, LimitExceeded
 from bananagate.server.metrics import Metrics
 from bananagate.server.timing import format_reset
@@ -139,6 +146,10 @@ class LedgerWriter:
 
     async def record(self, row: LedgerRow, hold: Hold | None) -> bool:
         """`LedgerRepository.record`, batched with the rows of concurrent calls."""
+        return await self.submit(row, hold)
+
+    def submit(self, row: LedgerRow, hold: Hold | None) -> asyncio.Future[bool]:
+        """Queue the row; the future gets `record`'s outcome (a plain future, cheap to shield)."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
@@ -147,15 +158,16 @@ class LedgerWriter:
         lane.queue.append((row, hold, future))
         if lane.task is None or lane.task.done():
             lane.task = loop.create_task(self._drain(lane))
-        return await future
+        return future
 
     async def _drain(self, lane: _Lane) -> None:
         while lane.queue:
             batch = lane.queue[: self.max_batch]
             del lane.queue[: self.max_batch]
             try:
-                outcomes = await anyio.to_thread.run_sync(
-                    self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
+                # The loop's executor rather than anyio's worker threads: less work per batch.
+                outcomes = await asyncio.get_running_loop().run_in_executor(
+                    None, self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
                 )
                 for (*_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -230,16 +242,28 @@ class GatewayMeter:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
             )
+            # Shielded: a hold taken in the thread must reach the caller, who releases it.
+            taking = asyncio.get_running_loop().create_task(
+                anyio.to_thread.run_sync(
+                    self._store().reservations.reserve,
+                    principal.key_id,
+                    max_cost,
+                    call.request_id,
+                    self.reservation_ttl,
+                )
+            )
             try:
-                # Shielded: a hold taken in the thread must reach the caller, who releases it.
-                with anyio.CancelScope(shield=True):
-                    hold = await anyio.to_thread.run_sync(
-                        self._store().reservations.reserve,
-                        principal.key_id,
-                        max_cost,
-                        call.request_id,
-                        self.reservation_ttl,
-                    )
+                hold = await wait_shielded(taking)
+            except asyncio.CancelledError:
+                # Cancelled meanwhile: give back what was taken, as the caller would have.
+                taken = result_of(taking)
+                if taken is not None:
+                    self.live_holds[taken.id] = taken
+                    reservation = MeteredReservation(self, call, principal, admission, taken)
+                    await reservation.release("cancelled", status=499)
+                else:
+                    await self._undo(admission)
+                raise
             except Exception as exc:
                 await self._undo(admission)
                 log.error("cannot reserve budget: %s", exc)
@@ -253,8 +277,7 @@ class GatewayMeter:
 
     async def _undo(self, admission: Admission | None) -> None:
         if admission is not None:
-            with anyio.CancelScope(shield=True):
-                await self.limiter.cancel(admission)
+            await shielded(self.limiter.cancel(admission))
 
     def _rejected(self, reason: str) -> None:
         if self.metrics is not None:
@@ -267,8 +290,7 @@ class GatewayMeter:
             for attempt in range(attempts):
                 try:
                     # Shielded like the thread it waits for: the row is being written anyway.
-                    with anyio.CancelScope(shield=True):
-                        written = await self.writer.record(row, hold)
+                    written = await wait_shielded(self.writer.submit(row, hold))
                 except Exception as exc:
                     log.warning(
                         "ledger write failed (attempt %d) rid=%s: %s", attempt + 1, row.request_id, exc
@@ -392,7 +414,7 @@ class MeteredReservation:
         return await self.settle(None, failed_status=status)
 
     async def settle(
-        self, answer_body: bytes | None = None, *, failed_status: int | None = None
+        self, answer_body: Bytes | None = None, *, failed_status: int | None = None
     ) -> int | None:
         """Charge the answer (a body, or the observed stream); the nanos charged."""
         if self.done:
@@ -429,14 +451,8 @@ class MeteredReservation:
             thoughts_tokens=usage.thoughts_tokens,
             cost_nanos=cost,
         )
-        with anyio.CancelScope(shield=True):
-            try:
-                # A broken-off stream's row is best effort: its client has its events already.
-                await self.meter.record(row, self.hold, must=failed_status is None)
-            finally:
-                if self.admission is not None:
-                    await self.meter.limiter.finish(self.admission, images)
-        self.meter.observe(row, self.tally is not None)
+        # A broken-off stream's row is best effort: its client has its events already.
+        await shielded(self._close(row, images, must=failed_status is None))
         return cost
 
     async def release(self, reason: str, *, status: int | None = None) -> None:
@@ -446,13 +462,16 @@ class MeteredReservation:
         self.done = True
         outcome = "cancelled" if reason == "cancelled" else "error"
         row = self._row(status or (499 if outcome == "cancelled" else 500), outcome)
-        with anyio.CancelScope(shield=True):
-            try:
-                # Not `must`: nothing was delivered, and an unrecorded hold expires by itself.
-                await self.meter.record(row, self.hold, must=False)
-            finally:
-                if self.admission is not None:
-                    await self.meter.limiter.finish(self.admission, 0)
+        # Not `must`: nothing was delivered, and an unrecorded hold expires by itself.
+        await shielded(self._close(row, 0, must=False))
+
+    async def _close(self, row: LedgerRow, images: int, *, must: bool) -> None:
+        """The ledger row, then the limiter's slot: run shielded, to the end even when cancelled."""
+        try:
+            await self.meter.record(row, self.hold, must=must)
+        finally:
+            if self.admission is not None:
+                await self.meter.limiter.finish(self.admission, images)
         self.meter.observe(row, self.tally is not None)
 
 

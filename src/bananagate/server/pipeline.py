@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol, runtime_checkable
 
 import anyio
 
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.pricing import format_usd
-from bananagate.protocol.scan import scan_finish_reason
+from bananagate.protocol.scan import Bytes, scan_finish_reason
 from bananagate.providers.base import Answer, Call, LimitState, UpstreamError, UpstreamTimeout
 from bananagate.server.affinity import Affinity, answer_digests
 from bananagate.server.auth import Principal
+from bananagate.server.cancellation import shielded
 from bananagate.server.deadlines import bounded_by
 from bananagate.server.routing import ModelRouter
 from bananagate.server.timing import COST_HEADER as COST_HEADER  # re-exported: the console reads it
@@ -34,7 +35,7 @@ class Reservation(Protocol):
         """A streamed event passed to the client (in order); settle then charges what they held."""
         ...
 
-    async def settle(self, answer_body: bytes | None = None) -> int | None:
+    async def settle(self, answer_body: Bytes | None = None) -> int | None:
         """Charge the answer body (or the observed stream); the nano-dollars charged, None if unmetered."""
         ...
 
@@ -69,10 +70,15 @@ class ImageSink(Protocol):
     """
 
     def submit(
-        self, call: Call, principal: Principal, bodies: list[bytes], cost_nanos: int | None, latency_ms: int
+        self,
+        call: Call,
+        principal: Principal,
+        bodies: Sequence[Bytes],
+        cost_nanos: int | None,
+        latency_ms: int,
     ) -> None: ...
 
-    async def room(self, bodies: list[bytes]) -> None:
+    async def room(self, bodies: Sequence[Bytes]) -> None:
         """Wait, without blocking the event loop, until `bodies` fit the sink's bounded backlog:
         backpressure on the requests that produce images faster than they are written."""
         ...
@@ -82,7 +88,7 @@ class _NoReservation:
     def observe(self, event: bytes) -> None:
         return None
 
-    async def settle(self, answer_body: bytes | None = None) -> int | None:
+    async def settle(self, answer_body: Bytes | None = None) -> int | None:
         return None
 
     async def release(self, reason: str, *, status: int | None = None) -> None:
@@ -136,7 +142,7 @@ class Pipeline:
             call.limits = reservation.limit_state(cost)
 
     async def _keep(
-        self, call: Call, principal: Principal, bodies: list[bytes], cost: int | None, started: float
+        self, call: Call, principal: Principal, bodies: Sequence[Bytes], cost: int | None, started: float
     ) -> None:
         if self.images is not None:
             await self.images.room(bodies)
@@ -153,10 +159,9 @@ class Pipeline:
             with bounded_by(call.deadline):
                 answer = await self.router.generate(call)
         except BaseException as exc:
-            # Shielded: under anyio a cancelled task would otherwise be cancelled again here.
-            with anyio.CancelScope(shield=True):
-                reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-                await reservation.release(reason, status=failure_status(exc))
+            # Shielded: what a cancelled call holds is given back all the same.
+            reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+            await shielded(reservation.release(reason, status=failure_status(exc)))
             raise
         # Recorded before the client sees a byte: a delivered answer always has its ledger row.
         cost = await reservation.settle(answer.body)
