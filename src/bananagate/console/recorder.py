@@ -22,14 +22,14 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
 
-from bananagate.protocol.scan import InlineImage, inline_image_bytes, scan_answer
+from bananagate.protocol.scan import Bytes, InlineImage, inline_image_bytes, scan_answer
 from bananagate.providers.base import Call
 from bananagate.server.auth import Principal
 from bananagate.store import GalleryRepository, NewImage, Store
@@ -54,7 +54,7 @@ _BATCH_ANSWERS = 64
 _IDLE_SECONDS = 30.0
 
 
-def answer_parts(bodies: list[bytes]) -> tuple[list[tuple[str, bytes]], str, str | None]:
+def answer_parts(bodies: Sequence[Bytes]) -> tuple[list[tuple[str, bytes]], str, str | None]:
     """(images as (MIME type, bytes), text, finish reason) of a response or of its stream events.
 
     Thought parts (a thinking model's drafts) are left out: the gallery keeps what was delivered
@@ -68,8 +68,8 @@ def answer_parts(bodies: list[bytes]) -> tuple[list[tuple[str, bytes]], str, str
     return images, text, finish
 
 
-def _scan(bodies: list[bytes]) -> tuple[list[tuple[bytes, InlineImage]], str, str | None]:
-    images: list[tuple[bytes, InlineImage]] = []
+def _scan(bodies: Sequence[Bytes]) -> tuple[list[tuple[Bytes, InlineImage]], str, str | None]:
+    images: list[tuple[Bytes, InlineImage]] = []
     texts: list[str] = []
     finish: str | None = None
     for body in bodies:
@@ -87,7 +87,7 @@ class _Answer:
     """A queued answer: its bodies and what the gallery rows need of its request."""
 
     request_id: str
-    bodies: list[bytes]
+    bodies: Sequence[Bytes]
     size: int
     key_id: int | None
     key_name: str
@@ -159,7 +159,7 @@ class GalleryRecorder:
 
     # --- the event loop's side ------------------------------------------------------------
 
-    async def room(self, bodies: list[bytes]) -> None:
+    async def room(self, bodies: Sequence[Bytes]) -> None:
         """Return once `bodies` fit the backlog (or the writer is stalled: `submit` then gives
         them up at once), holding only the calling request, never the event loop."""
         if not any(_IMAGE_MARKER in body for body in bodies):
@@ -185,7 +185,12 @@ class GalleryRecorder:
             await asyncio.sleep(_ROOM_POLL_SECONDS)
 
     def submit(
-        self, call: Call, principal: Principal, bodies: list[bytes], cost_nanos: int | None, latency_ms: int
+        self,
+        call: Call,
+        principal: Principal,
+        bodies: Sequence[Bytes],
+        cost_nanos: int | None,
+        latency_ms: int,
     ) -> None:
         # A byte search (no parse) decides whether there is anything to keep at all; the key
         # precedes its Base64, so an image answer is recognised within its first bytes.

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from bananagate.protocol import base64codec
 from bananagate.protocol.response import Usage
+
+# An answer body: bytes, or the bytearray an upstream answer was read into (never written after).
+Bytes: TypeAlias = bytes | bytearray
 
 _DATA_KEY = b'"data"'
 _WS = b" \t\r\n"
@@ -32,10 +35,10 @@ _THOUGHT_TRUE = (b'"thought":true', b'"thought": true')
 # once instead of six times was ~5 % of the gateway's CPU per 1.4 MB answer. The reference
 # keeps the body alive, so `is` cannot match a different object; one assignment replaces the
 # pair at once, so threads scanning other bodies at most miss.
-_last_skeleton: tuple[bytes, bytes] = (b"", b"")
+_last_skeleton: tuple[Bytes, Bytes] = (b"", b"")
 
 
-def skeleton(body: bytes) -> bytes:
+def skeleton(body: Bytes) -> Bytes:
     """The body with every `"data": "<...>"` string emptied: a 1.4 MB image answer becomes a few
     hundred bytes that every other scan then walks instead of the megabytes."""
     global _last_skeleton
@@ -45,13 +48,15 @@ def skeleton(body: bytes) -> bytes:
     if last_body is body:
         return last
     result = _cut_data(body)
-    if type(body) is bytes:  # immutable: the same object always has the same skeleton
+    # The same object always has the same skeleton: bytes are immutable, and an answer read into
+    # a bytearray (the buffered upstream pool) is never written to after it was read.
+    if type(body) is bytes or type(body) is bytearray:
         _last_skeleton = (body, result)
     return result
 
 
-def _cut_data(body: bytes) -> bytes:
-    pieces: list[bytes] = []
+def _cut_data(body: Bytes) -> Bytes:
+    pieces: list[Bytes] = []
     start = 0
     at = body.find(_DATA_KEY)
     while at >= 0:
@@ -78,7 +83,7 @@ def _cut_data(body: bytes) -> bytes:
     return b"".join(pieces)
 
 
-def _balanced_object(body: bytes, start: int) -> bytes | None:
+def _balanced_object(body: Bytes, start: int) -> Bytes | None:
     """The `{...}` starting at or after `start`, matched by brace depth (strings skipped)."""
     open_at = body.find(b"{", start)
     if open_at < 0:
@@ -112,7 +117,7 @@ def _balanced_object(body: bytes, start: int) -> bytes | None:
 _MAX_HOPS = 4096
 
 
-def _last_key(body: bytes, keys: tuple[bytes, ...]) -> int:
+def _last_key(body: Bytes, keys: tuple[bytes, ...]) -> int:
     """Where the last of `keys` (each starts with a quote) begins, or -1.
 
     Hops backwards from quote to quote: a megabyte Base64 string holds none, so crossing it is
@@ -126,7 +131,7 @@ def _last_key(body: bytes, keys: tuple[bytes, ...]) -> int:
     return max(body.rfind(k, 0, at + len(k)) for k in keys)
 
 
-def _all_keys(body: bytes, keys: tuple[bytes, ...]) -> list[int]:
+def _all_keys(body: Bytes, keys: tuple[bytes, ...]) -> list[int]:
     """Where each occurrence of `keys` begins, in order (forward quote hops, as above)."""
     found: list[int] = []
     at = body.find(b'"')
@@ -140,7 +145,7 @@ def _all_keys(body: bytes, keys: tuple[bytes, ...]) -> list[int]:
     return found + rest
 
 
-def _find_all(body: bytes, key: bytes, start: int) -> list[int]:
+def _find_all(body: Bytes, key: bytes, start: int) -> list[int]:
     out: list[int] = []
     at = body.find(key, start)
     while at >= 0:
@@ -149,7 +154,7 @@ def _find_all(body: bytes, key: bytes, start: int) -> list[int]:
     return out
 
 
-def scan_usage_dict(body: bytes) -> dict[str, Any] | None:
+def scan_usage_dict(body: Bytes) -> dict[str, Any] | None:
     """The last `usageMetadata` object of a response (or of a stream event), parsed, or None."""
     body = skeleton(body)
     at = _last_key(body, _USAGE_KEYS)
@@ -165,12 +170,12 @@ def scan_usage_dict(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def scan_usage(body: bytes) -> Usage:
+def scan_usage(body: Bytes) -> Usage:
     """`usageMetadata` as numbers; zeros when the answer has none."""
     return Usage.from_wire(scan_usage_dict(body))
 
 
-def scan_finish_reason(body: bytes) -> str | None:
+def scan_finish_reason(body: Bytes) -> str | None:
     """The last `finishReason` value in the body, or None."""
     body = skeleton(body)
     at = _last_key(body, _FINISH_KEYS)
@@ -185,7 +190,7 @@ def scan_finish_reason(body: bytes) -> str | None:
     return value.upper() or None
 
 
-def _part_bounds(body: bytes, key_at: int) -> tuple[int, int]:
+def _part_bounds(body: Bytes, key_at: int) -> tuple[int, int]:
     """Start and end of the part object holding the key at `key_at`, skipping the Base64 payload."""
     start = body.rfind(b"{", 0, key_at)
     blob_end = body.find(b"}", key_at)  # the inlineData object closes after its data string
@@ -193,7 +198,7 @@ def _part_bounds(body: bytes, key_at: int) -> tuple[int, int]:
     return max(start, 0), (end if end >= 0 else len(body))
 
 
-def count_output_images(body: bytes) -> int:
+def count_output_images(body: Bytes) -> int:
     """Number of final (non-thought) inline images in a response or stream event."""
     body = skeleton(body)
     count = 0
@@ -207,7 +212,7 @@ def count_output_images(body: bytes) -> int:
     return count
 
 
-def is_json_object(body: bytes) -> bool:
+def is_json_object(body: Bytes) -> bool:
     """True when the body is one whole JSON object, checked on its Base64-free skeleton so a
     truncated answer is caught without parsing megabytes of image data."""
     try:
@@ -270,7 +275,7 @@ class _OutOfHops(Exception):
     pass
 
 
-def _string_end(body: bytes, i: int, budget: list[int]) -> int:
+def _string_end(body: Bytes, i: int, budget: list[int]) -> int:
     """Index of the quote that closes the string whose contents start at `i`, or -1."""
     while True:
         budget[0] -= 1
@@ -289,7 +294,7 @@ def _string_end(body: bytes, i: int, budget: list[int]) -> int:
         i = q + 1
 
 
-def skip_ws(body: bytes, i: int) -> int:
+def skip_ws(body: Bytes, i: int) -> int:
     """The index of the first non-whitespace byte at or after `i` (JSON whitespace)."""
     n = len(body)
     while i < n and body[i] in _WS:
@@ -297,7 +302,7 @@ def skip_ws(body: bytes, i: int) -> int:
     return i
 
 
-def _is_data_key(body: bytes, a: int, b: int) -> bool:
+def _is_data_key(body: Bytes, a: int, b: int) -> bool:
     if b - a == 4:
         return body.startswith(b"data", a)
     if b - a > _MAX_DATA_KEY or 0x5C not in body[a:b]:
@@ -308,7 +313,7 @@ def _is_data_key(body: bytes, a: int, b: int) -> bool:
         return False  # the skeleton keeps the bad string, and its parse fails as the body's would
 
 
-def _data_spans(body: bytes, max_hops: int) -> list[tuple[int, int]] | None:
+def _data_spans(body: Bytes, max_hops: int) -> list[tuple[int, int]] | None:
     """(start, end) of the contents of every string that is a `data` member's value, in order;
     None for an unterminated string. Raises _OutOfHops past `max_hops` quotes."""
     budget = [max_hops]
@@ -365,7 +370,7 @@ def _walk(doc: dict[str, Any], image: Callable[[str, str], InlineImage]) -> Answ
     return AnswerParts(images, texts, finish)
 
 
-def _parse_whole(body: bytes) -> AnswerParts | None:
+def _parse_whole(body: Bytes) -> AnswerParts | None:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -376,7 +381,7 @@ def _parse_whole(body: bytes) -> AnswerParts | None:
 
 
 def scan_answer(
-    body: bytes, *, whole_below: int = _WHOLE_BELOW, max_hops: int = _MAX_STRING_HOPS
+    body: Bytes, *, whole_below: int = _WHOLE_BELOW, max_hops: int = _MAX_STRING_HOPS
 ) -> AnswerParts | None:
     """The parts of a `GenerateContentResponse` (or stream event) as a full parse finds them,
     with images as byte spans of `body`; None when the body is not one JSON object."""
@@ -391,7 +396,7 @@ def scan_answer(
     view = memoryview(body)
     values: list[str | None] = []
     decoded: list[bytes | None] = []
-    pieces: list[bytes] = []
+    pieces: list[Bytes] = []
     start = 0
     for index, (a, b) in enumerate(spans):
         try:  # strict Base64 is a valid JSON string as it stands (and the usual case)
@@ -421,7 +426,7 @@ def scan_answer(
     return _walk(doc, image)
 
 
-def inline_image_bytes(body: bytes, image: InlineImage) -> bytes:
+def inline_image_bytes(body: Bytes, image: InlineImage) -> bytes:
     """The decoded bytes of an image `scan_answer` found in `body`. Raises ValueError when its
     data is not Base64 (in either alphabet, padded or not, whitespace allowed)."""
     if image.data is not None:

@@ -29,7 +29,6 @@ from bananagate.providers.http import (
     auth_parts,
     join_url,
     read_capped,
-    read_whole,
     transport_failure,
     with_query,
 )
@@ -77,16 +76,13 @@ class GeminiHttpProvider:
 
     async def generate(self, call: Call) -> Answer:
         try:
-            response = await self._session.post(self._url(call), call.body, self._headers)
-            try:
-                if response.status != 200:
-                    raise self._error(response.status, await read_capped(response), response.headers)
-                body = await read_whole(response)
-            finally:
-                # Back to the pool when the body was read whole; closed otherwise (cancelled, cut).
-                response.release()
+            answer = await self._session.call(self._url(call), call.body, self._headers)
         except TRANSPORT_ERRORS as exc:
             raise transport_failure(self.name, exc) from None
+        if answer.status != 200:
+            raise self._error(answer.status, bytes(answer.body), answer.headers)
+        # A bytearray when read by the buffered pool: bytes' methods, without a copy.
+        body = answer.body
         if not is_json_object(body):
             # A cut-off 200 must not reach the client as an image, nor be charged as one.
             raise unreachable(self.name, "its 200 answer was not a whole JSON object")

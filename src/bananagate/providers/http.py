@@ -1,8 +1,10 @@
 """What the HTTP providers share: the pooled clients, the auth styles, transport failures.
 
-Gemini-native channels talk to their upstream over aiohttp (a keep-alive POST returning a 1.4 MB
-answer costs about a third of the CPU it does with httpx, issue #9); `openai-images` channels keep
-their httpx client (multipart uploads and URL downloads, off the hot path).
+Gemini-native channels read whole answers (`generateContent`) through `providers.h1pool`, which
+lands each answer in one buffer, and streams (and any call through a proxy) through aiohttp (a
+keep-alive POST returning a 1.4 MB answer costs about a third of the CPU it does with httpx, issue
+#9); `openai-images` channels keep their httpx client (multipart uploads and URL downloads, off the
+hot path).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from bananagate import __version__
 from bananagate.config import AuthStyle
 from bananagate.providers.base import ProviderError, UpstreamTimeout
+from bananagate.providers.h1pool import H1Error, H1Pool, WholeAnswer
 from bananagate.providers.upstream_errors import unreachable
 
 # httpx logs every request URL at INFO, and with `?key=` auth the URL holds the upstream key.
@@ -33,6 +36,8 @@ for _name in ("httpx", "httpcore", "aiohttp"):
 # Error bodies are read only this far: enough for any real envelope, bounded for a rogue one.
 MAX_ERROR_BODY = 1024 * 1024
 USER_AGENT = f"bananagate/{__version__}"
+# What every whole-answer call sends besides its own headers (aiohttp's defaults, as before).
+BASE_HEADERS = {"user-agent": USER_AGENT, "accept": "*/*", "accept-encoding": "gzip, deflate"}
 MAX_CONNECTIONS = 100
 KEEPALIVE_SECONDS = 30.0
 
@@ -68,9 +73,14 @@ class ChannelSession:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         )
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._pool: H1Pool | None = None
+        self._pool_loop: asyncio.AbstractEventLoop | None = None
         self._proxy: yarl.URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
+        self._proxy_known = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
 
@@ -88,17 +98,23 @@ class ChannelSession:
         self._session, self._loop = self._make(), loop
         return self._session
 
+    def _find_proxy(self) -> yarl.URL | None:
+        # Proxies from the environment (HTTPS_PROXY, NO_PROXY...), as httpx honoured them; looked
+        # up once, not per request (aiohttp's `trust_env` would, in a thread, and would add
+        # ~/.netrc credentials).
+        if not self._proxy_known:
+            try:
+                self._proxy, self._proxy_auth = get_env_proxy_for_url(yarl.URL(self._base_url))
+            except LookupError:
+                self._proxy, self._proxy_auth = None, None
+            self._proxy_known = True
+        return self._proxy
+
     def _make(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_SECONDS, ssl=_tls_context()
         )
-        # Proxies from the environment (HTTPS_PROXY, NO_PROXY...), as httpx honoured them; looked
-        # up once per session, not per request (aiohttp's `trust_env` would, in a thread, and
-        # would add ~/.netrc credentials).
-        try:
-            self._proxy, self._proxy_auth = get_env_proxy_for_url(yarl.URL(self._base_url))
-        except LookupError:
-            self._proxy, self._proxy_auth = None, None
+        self._find_proxy()
         return aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -117,8 +133,45 @@ class ChannelSession:
             proxy_auth=self._proxy_auth,
         )
 
+    async def call(self, url: yarl.URL, body: bytes, headers: dict[str, str]) -> WholeAnswer:
+        """POST `body` as it is and read the whole answer (one that is not a 200: its first
+        `MAX_ERROR_BODY` bytes). Through the buffered pool, or aiohttp when a proxy is set."""
+        if self._find_proxy() is not None:
+            response = await self.post(url, body, headers)
+            try:
+                if response.status != 200:
+                    return WholeAnswer(response.status, response.headers, await read_capped(response))
+                return WholeAnswer(response.status, response.headers, await read_whole(response))
+            finally:
+                # Back to the pool when the body was read whole; closed otherwise (cancelled, cut).
+                response.release()
+        return await self._buffered_pool().post(url, body, {**BASE_HEADERS, **headers}, limit=MAX_ERROR_BODY)
+
+    def _buffered_pool(self) -> H1Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        if pool is not None and self._pool_loop is loop:
+            return pool
+        if self.closed:
+            raise unreachable(self.channel, "the channel was closed")
+        # As with the aiohttp session: a pool cannot outlive its loop (a harness restarting one).
+        self._pool, self._pool_loop = (
+            H1Pool(
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                ssl_context=_tls_context(),
+                max_connections=MAX_CONNECTIONS,
+                keepalive_seconds=KEEPALIVE_SECONDS,
+            ),
+            loop,
+        )
+        return self._pool
+
     async def aclose(self) -> None:
         self.closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None and self._pool_loop is asyncio.get_running_loop():
+            pool.close()
         session, self._session = self._session, None
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()
@@ -181,8 +234,9 @@ def transport_failure(channel: str, exc: BaseException) -> ProviderError:
     return unreachable(channel, type(exc).__name__)
 
 
-# What an upstream call can raise short of an HTTP answer (aiohttp's timeouts are TimeoutErrors).
-TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+# What an upstream call can raise short of an HTTP answer (aiohttp's timeouts are TimeoutErrors;
+# the buffered pool raises H1Error, and OSError when it cannot connect).
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, H1Error, OSError)
 
 
 async def read_whole(response: aiohttp.ClientResponse) -> bytes:

@@ -126,7 +126,7 @@ class OpenAIImagesProvider:
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
         # The Images API has no Gemini-shaped stream: the whole answer is the one event.
         answer = await self.generate(call)
-        yield answer.body
+        yield bytes(answer.body)  # already bytes: no copy
 
     async def aclose(self) -> None:
         return None  # the pooled client belongs to the channel, which closes it

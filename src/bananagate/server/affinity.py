@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 
 import anyio.to_thread
 
+from bananagate.protocol.scan import Bytes
 from bananagate.protocol.wire import GenerateContentRequest
 from bananagate.providers.base import Call
 from bananagate.store import Store
@@ -92,7 +93,7 @@ def request_digests(request: GenerateContentRequest, body: bytes = b"") -> list[
     return digests
 
 
-def _string_at(body: bytes, key_end: int) -> tuple[int, int] | None:
+def _string_at(body: Bytes, key_end: int) -> tuple[int, int] | None:
     """Bounds of the JSON string value after the key ending at `key_end` (no escapes in Base64)."""
     colon = body.find(b":", key_end)
     start = body.find(b'"', colon + 1) if colon >= 0 else -1
@@ -100,7 +101,7 @@ def _string_at(body: bytes, key_end: int) -> tuple[int, int] | None:
     return (start + 1, end) if end > start >= 0 else None
 
 
-def answer_digests(body: bytes) -> list[str]:
+def answer_digests(body: Bytes) -> list[str]:
     """Digests of the signatures and images in an answer body or stream event.
 
     Hops from quote to quote (one memchr over each Base64 string, which holds none) and looks

@@ -22,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from bananagate.protocol.errors import ApiError
+from bananagate.protocol.scan import Bytes
 from bananagate.providers.base import Call
 from bananagate.server.auth import Principal
 from bananagate.server.limits import Admission, LimitExceeded
@@ -77,7 +78,7 @@ class JobReservation:
     def observe(self, event: bytes) -> None:
         self.inner.observe(event)
 
-    async def settle(self, answer_body: bytes | None = None) -> int | None:
+    async def settle(self, answer_body: Bytes | None = None) -> int | None:
         self.cost = await self.inner.settle(answer_body)
         return self.cost
 

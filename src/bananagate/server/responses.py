@@ -16,8 +16,12 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(data), status_code=status, media_type=JSON_TYPE, headers=headers)
 
 
-def raw_json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, media_type=JSON_TYPE, headers=headers)
+def raw_json_response(
+    body: bytes | bytearray, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    # Starlette sends bytes or a memoryview as they are (a bytearray it would try to encode).
+    content = memoryview(body) if isinstance(body, bytearray) else body
+    return Response(content, status_code=status, media_type=JSON_TYPE, headers=headers)
 
 
 def error_response(error: ApiError) -> Response:

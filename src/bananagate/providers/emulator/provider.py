@@ -125,7 +125,7 @@ class EmulatorProvider:
         """One complete response per event: [thought] → [text] → image with finish and usage."""
         job = await self._start(call)
         if job.faults.block:
-            yield self._blocked(job).body
+            yield bytes(self._blocked(job).body)  # already bytes: no copy
             return
         inputs = await anyio.to_thread.run_sync(self._decode_inputs, call.full_request(), call.model)
         outcome = self._outcome(job, inputs)

@@ -1,0 +1,423 @@
+"""Keep-alive HTTP/1.1 connections for a channel's whole-answer calls (`generateContent`), each
+answer read straight into one buffer of its declared size.
+
+Why not aiohttp here (it still carries streams, and calls through a proxy): for a 1.4 MB answer it
+copies every byte three times (the loop's read buffer into a `bytes` per read, the parser's pieces,
+their join) and runs its parser and stream reader in between. An `asyncio.BufferedProtocol` lets
+the event loop `recv_into` the answer's final buffer, so the kernel's copy is the only one; on this
+workload that halves the gateway's CPU for the upstream read (`python -m bench.ab`, issue #9).
+
+The request head is parsed by httptools (llhttp, the parser uvicorn uses), fed only the head's
+bytes; a `Content-Length` body is then read by the protocol itself. Chunked and close-delimited
+answers, and gzip/deflate, are handled too (through the parser, with a copy), so any upstream
+works. Only what `generateContent` needs is here: POST, no redirects, no proxies, no pipelining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httptools
+import yarl
+
+# Request heads and the first bytes after them land in a per-connection scratch buffer.
+SCRATCH_BYTES = 64 * 1024
+MAX_HEAD_BYTES = SCRATCH_BYTES
+# A 200 answer larger than this is refused before it is read (a 4K image is ~30 MB of JSON).
+MAX_ANSWER_BYTES = 512 * 1024 * 1024
+
+
+class H1Error(ConnectionError):
+    """The upstream broke HTTP/1.1 or hung up mid-answer; the message never holds the URL."""
+
+
+@dataclass(slots=True)
+class WholeAnswer:
+    """An upstream's answer, read whole (or, past `limit`, its start)."""
+
+    status: int
+    headers: Mapping[str, str]  # names lower-cased; repeated headers joined with ", "
+    body: bytes | bytearray
+
+
+def _check_header(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise H1Error("a request header holds a line break")
+    return value
+
+
+def request_head(url: yarl.URL, headers: Mapping[str, str], length: int) -> bytes:
+    """`POST` head for `url` (its path and query sent as they are encoded)."""
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if url.explicit_port is not None:
+        host = f"{host}:{url.explicit_port}"
+    lines = [f"POST {url.raw_path_qs} HTTP/1.1", f"host: {host}"]
+    lines += [f"{_check_header(name)}: {_check_header(value)}" for name, value in headers.items()]
+    lines.append(f"content-length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+# Connection states.
+_IDLE, _HEAD, _SIZED, _PARSED, _UNTIL_EOF, _DONE = range(6)
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One upstream connection; serves one call at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._scratch = bytearray(SCRATCH_BYTES)
+        self._state = _IDLE
+        self._filled = 0  # bytes of the head in `_scratch`
+        self._body = bytearray()
+        self._got = 0
+        self._pieces: list[bytes] = []
+        self._size = 0
+        self._limit = 0
+        self._reusable = False
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[WholeAnswer] | None = None
+        self._last_activity = 0.0
+        self._sent_pending = 0
+
+    # --- asyncio protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._state == _SIZED and self._got < len(self._body):
+            return memoryview(self._body)[self._got :]
+        if self._state == _HEAD:
+            return memoryview(self._scratch)[self._filled :]
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_activity = self._loop.time()
+        try:
+            if self._state == _SIZED:
+                self._got += nbytes
+                if self._got >= len(self._body):
+                    self._finish()
+            elif self._state == _HEAD:
+                self._filled += nbytes
+                self._on_head_bytes(nbytes)
+            elif self._state == _PARSED:
+                self._feed(memoryview(self._scratch)[:nbytes])
+            elif self._state == _UNTIL_EOF:
+                self._keep_piece(bytes(self._scratch[:nbytes]))
+            else:
+                raise H1Error("the upstream sent bytes no request asked for")
+        except (H1Error, httptools.HttpParserError) as exc:
+            self._fail(exc if isinstance(exc, H1Error) else H1Error("the upstream's answer is not HTTP/1.1"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._state == _UNTIL_EOF:
+            self._finish()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(H1Error("the upstream closed the connection mid-answer"))
+
+    # --- httptools callbacks (head and parsed bodies) ---------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        known = self._headers.get(key)
+        self._headers[key] = text if known is None else f"{known}, {text}"
+
+    def on_body(self, body: bytes) -> None:
+        self._keep_piece(body)
+
+    def on_message_complete(self) -> None:
+        if self._state == _PARSED:
+            self._finish()
+
+    # --- one call -----------------------------------------------------------------------------
+
+    async def call(self, head: bytes, body: bytes, *, read_timeout: float, limit: int) -> WholeAnswer:
+        """Send one request and read its answer; error answers (not 200) only up to `limit`."""
+        assert self.transport is not None
+        self._state, self._filled, self._got, self._size = _HEAD, 0, 0, 0
+        self._pieces, self._headers, self._status, self._parser = [], {}, 0, None
+        self._body, self._limit, self._reusable = bytearray(), limit, False
+        waiter: asyncio.Future[WholeAnswer] = self._loop.create_future()
+        self._waiter = waiter
+        self._last_activity = self._loop.time()
+        self.transport.write(head)
+        if body:
+            self.transport.write(body)
+        self._sent_pending = self.transport.get_write_buffer_size()
+        timer = self._loop.call_at(self._last_activity + read_timeout, self._check_silence, read_timeout)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+            if not waiter.done() or waiter.cancelled() or waiter.exception() is not None:
+                self.abort()  # cancelled or failed mid-call: the upstream is let go at once
+
+    def _check_silence(self, read_timeout: float) -> None:
+        """Fails the call after `read_timeout` seconds with neither a byte from the upstream nor
+        any of the request leaving (a big body still uploading is not silence)."""
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self.transport is None:
+            return
+        pending = self.transport.get_write_buffer_size()
+        if pending != self._sent_pending:
+            self._sent_pending = pending
+            self._last_activity = self._loop.time()
+        due = self._last_activity + read_timeout
+        if self._loop.time() >= due:
+            waiter.set_exception(TimeoutError())
+            self.abort()
+        else:
+            self._loop.call_at(due, self._check_silence, read_timeout)
+
+    def abort(self) -> None:
+        self.closed = True
+        self._state = _DONE
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def reusable(self) -> bool:
+        return self._reusable and not self.closed
+
+    # --- reading an answer --------------------------------------------------------------------
+
+    def _on_head_bytes(self, nbytes: int) -> None:
+        search_from = max(0, self._filled - nbytes - 3)
+        while True:
+            end = self._scratch.find(b"\r\n\r\n", search_from, self._filled)
+            if end < 0:
+                if self._filled >= MAX_HEAD_BYTES:
+                    raise H1Error("the upstream's answer head is too large")
+                return
+            head_end = end + 4
+            parser = httptools.HttpResponseParser(self)
+            self._headers = {}
+            parser.feed_data(memoryview(self._scratch)[:head_end])
+            status = parser.get_status_code()
+            if not 100 <= status < 200:
+                break
+            # An interim answer (100 Continue): drop it; the real one follows.
+            rest = self._filled - head_end
+            self._scratch[:rest] = self._scratch[head_end : self._filled]
+            self._filled, search_from = rest, 0
+        self._status = status
+        self._parser = parser
+        leftover = memoryview(self._scratch)[head_end : self._filled]
+        length = self._headers.get("content-length")
+        if status in (204, 304):
+            self._start_sized(0, leftover)
+        elif "chunked" in self._headers.get("transfer-encoding", "").lower():
+            self._state = _PARSED  # llhttp unframes it; pieces are kept and joined
+            if leftover:
+                self._feed(leftover)
+        elif length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                raise H1Error("the upstream's answer has a bad Content-Length") from None
+            self._start_sized(size, leftover)
+        else:
+            self._state = _UNTIL_EOF
+            if leftover:
+                self._keep_piece(bytes(leftover))
+
+    def _start_sized(self, length: int, leftover: memoryview) -> None:
+        if length < 0:
+            raise H1Error("the upstream's answer has a bad Content-Length")
+        cap = MAX_ANSWER_BYTES if self._status == 200 else self._limit
+        if self._status == 200 and length > cap:
+            raise H1Error("the upstream's answer is too large")
+        self._size = length
+        self._body = bytearray(min(length, cap))
+        self._state = _SIZED
+        taken = min(len(leftover), len(self._body))
+        self._body[:taken] = leftover[:taken]
+        self._got = taken
+        if len(leftover) > length:
+            raise H1Error("the upstream sent more than its Content-Length")
+        if self._got >= len(self._body):
+            self._finish()
+
+    def _feed(self, data: memoryview) -> None:
+        assert self._parser is not None
+        self._parser.feed_data(data)
+
+    def _keep_piece(self, piece: bytes) -> None:
+        self._pieces.append(piece)
+        self._got += len(piece)
+        cap = MAX_ANSWER_BYTES if self._status == 200 else self._limit
+        if self._got > cap:
+            if self._status == 200:
+                raise H1Error("the upstream's answer is too large")
+            self._finish(cut=True)
+
+    def _finish(self, *, cut: bool = False) -> None:
+        waiter = self._waiter
+        state, self._state = self._state, _DONE
+        if state == _SIZED:
+            body: bytes | bytearray = self._body
+            whole = self._got >= self._size
+        else:
+            body = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
+            whole = not cut and state == _PARSED
+        parser = self._parser
+        self._reusable = whole and state != _UNTIL_EOF and (parser is None or parser.should_keep_alive())
+        self._body, self._pieces = bytearray(), []
+        if waiter is None or waiter.done():
+            return
+        try:
+            body = _decoded(body, self._headers.get("content-encoding"))
+        except H1Error as exc:
+            waiter.set_exception(exc)
+            return
+        waiter.set_result(WholeAnswer(self._status, self._headers, body))
+
+    def _fail(self, exc: H1Error) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self.abort()
+
+
+def _decoded(body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
+    """The body without its gzip/deflate content coding (bounded, against a decompression bomb)."""
+    if not encoding or encoding.strip().lower() == "identity":
+        return body
+    name = encoding.strip().lower()
+    if name in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        wbits = zlib.MAX_WBITS if body[:1] == b"\x78" else -zlib.MAX_WBITS  # zlib-wrapped or raw
+    else:
+        raise H1Error(f"the upstream used a content coding not asked for ({name[:20]!r})")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, MAX_ANSWER_BYTES)
+    except zlib.error:
+        raise H1Error("the upstream's compressed answer is corrupt") from None
+    if inflater.unconsumed_tail:
+        raise H1Error("the upstream's answer is too large")
+    return out
+
+
+class H1Pool:
+    """Keep-alive connections to one origin (scheme, host, port), bound to the loop it runs in."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        ssl_context: ssl.SSLContext,
+        max_connections: int,
+        keepalive_seconds: float,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._ssl = ssl_context
+        self._keepalive = keepalive_seconds
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    async def post(
+        self, url: yarl.URL, body: bytes, headers: Mapping[str, str], *, limit: int
+    ) -> WholeAnswer:
+        """POST `body` as it is and read the answer whole (one not 200: its first `limit` bytes)."""
+        head = request_head(url, headers, len(body))
+        async with asyncio.timeout(self._connect_timeout):
+            await self._slots.acquire()
+        try:
+            origin = (url.scheme, url.raw_host or "", url.port or 0)
+            connection = await self._connection(origin)
+            self._busy.add(connection)
+            try:
+                answer = await connection.call(head, body, read_timeout=self._read_timeout, limit=limit)
+            finally:
+                self._busy.discard(connection)
+            self._put_back(origin, connection)
+            return answer
+        finally:
+            self._slots.release()
+
+    async def _connection(self, origin: tuple[str, str, int]) -> _Connection:
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(origin)
+        now = loop.time()
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely to be timed out
+            if not connection.closed and now - connection.idle_since < self._keepalive:
+                return connection
+            connection.abort()
+        scheme, host, port = origin
+        secure = scheme == "https"
+        async with asyncio.timeout(self._connect_timeout):
+            _, protocol = await loop.create_connection(
+                lambda: _Connection(loop),
+                host,
+                port,
+                ssl=self._ssl if secure else None,
+                server_hostname=host if secure else None,
+            )
+        return protocol
+
+    def _put_back(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+        if self.closed or not connection.reusable:
+            connection.abort()
+            return
+        loop = asyncio.get_running_loop()
+        connection.idle_since = loop.time()
+        self._idle.setdefault(origin, deque()).append(connection)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._keepalive, self._sweep)
+
+    def _sweep(self) -> None:
+        """Closes connections idle for longer than the keep-alive time."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        left = False
+        for idle in self._idle.values():
+            while idle and (idle[0].closed or now - idle[0].idle_since >= self._keepalive):
+                idle.popleft().abort()
+            left = left or bool(idle)
+        if left and not self.closed:
+            self._sweeper = loop.call_later(self._keepalive, self._sweep)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().abort()
+        for connection in list(self._busy):
+            connection.abort()
