@@ -459,3 +459,23 @@ async def test_a_stream_left_early_hangs_up_on_the_upstream(upstream: RawUpstrea
         assert await upstream.wait_hung_up(2, within=0.5) < 0.2
     finally:
         await built.aclose()
+
+
+# --- proxies --------------------------------------------------------------------------------------
+
+
+async def test_a_proxy_from_the_environment_carries_whole_answer_calls(
+    upstream: RawUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The buffered pool speaks to origins only: with HTTP(S)_PROXY set for the channel's host,
+    calls go through aiohttp and the proxy (here the raw upstream, which sees the full URL)."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", upstream.url)
+    built = channel("http://upstream.example.test")
+    try:
+        got = await provider(built).generate(call())
+    finally:
+        await built.aclose()
+    assert got.body == ANSWER
+    assert upstream.seen[0].target.startswith("http://upstream.example.test/v1beta/models/")

@@ -89,6 +89,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._reusable = False
         self._status = 0
         self._headers: dict[str, str] = {}
+        self._keep_alive = False
         self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[WholeAnswer] | None = None
         self._last_activity = 0.0
@@ -146,6 +147,12 @@ class _Connection(asyncio.BufferedProtocol):
         text = value.decode("latin-1")
         known = self._headers.get(key)
         self._headers[key] = text if known is None else f"{known}, {text}"
+
+    def on_headers_complete(self) -> None:
+        # Asked now: llhttp forgets it once the message is complete (a `Content-Length: 0`
+        # answer completes within the same feed as its head).
+        assert self._parser is not None
+        self._keep_alive = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
         self._keep_piece(body)
@@ -216,8 +223,8 @@ class _Connection(asyncio.BufferedProtocol):
                     raise H1Error("the upstream's answer head is too large")
                 return
             head_end = end + 4
-            parser = httptools.HttpResponseParser(self)
-            self._headers = {}
+            parser = self._parser = httptools.HttpResponseParser(self)
+            self._headers, self._keep_alive = {}, False
             parser.feed_data(memoryview(self._scratch)[:head_end])
             status = parser.get_status_code()
             if not 100 <= status < 200:
@@ -227,7 +234,6 @@ class _Connection(asyncio.BufferedProtocol):
             self._scratch[:rest] = self._scratch[head_end : self._filled]
             self._filled, search_from = rest, 0
         self._status = status
-        self._parser = parser
         leftover = memoryview(self._scratch)[head_end : self._filled]
         length = self._headers.get("content-length")
         if status in (204, 304):
@@ -286,8 +292,7 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             body = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
             whole = not cut and state == _PARSED
-        parser = self._parser
-        self._reusable = whole and state != _UNTIL_EOF and (parser is None or parser.should_keep_alive())
+        self._reusable = whole and state != _UNTIL_EOF and self._keep_alive
         self._body, self._pieces = bytearray(), []
         if waiter is None or waiter.done():
             return

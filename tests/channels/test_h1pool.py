@@ -1,0 +1,398 @@
+"""The buffered HTTP/1.1 pool that reads whole upstream answers (providers/h1pool.py): framing
+however the bytes arrive, keep-alive, caps, timeouts, and that the answer is not copied."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import itertools
+import ssl
+import tracemalloc
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import uvloop
+import yarl
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bananagate.providers.h1pool import MAX_HEAD_BYTES, H1Error, H1Pool, WholeAnswer, request_head
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[yarl.URL]:
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield yarl.URL(f"http://127.0.0.1:{port}/v1beta/models/m:generateContent?key=k")
+    finally:
+        srv.close()
+
+
+def pool(*, read_timeout: float = 5.0, keepalive: float = 30.0) -> H1Pool:
+    return H1Pool(
+        connect_timeout=2.0,
+        read_timeout=read_timeout,
+        ssl_context=ssl.create_default_context(),
+        max_connections=10,
+        keepalive_seconds=keepalive,
+    )
+
+
+def scripted(*answers: list[bytes], pause: float = 0.0) -> tuple[Handler, list[int]]:
+    """A handler that answers successive requests on one connection with these answers, each
+    written in the given pieces (the connection closes after the last). Counts connections."""
+    script = list(answers)
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        while script:
+            await read_request(reader)
+            for piece in script.pop(0):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(pause)
+
+    return handle, connections
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+def framed(body: bytes, framing: str, *, interim: bool, status: int = 200) -> bytes:
+    head = f"HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\n"
+    if framing == "length":
+        wire = f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+    elif framing == "chunked":
+        chunks = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in split(body, [7, 100, 5000]) if p)
+        wire = f"{head}transfer-encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
+    else:  # delimited by the close
+        wire = f"{head}connection: close\r\n\r\n".encode() + body
+    return (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"") + wire
+
+
+# --- framing, however the bytes arrive (property) -----------------------------------------------
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.binary(min_size=0, max_size=20_000),
+    framing=st.sampled_from(["length", "chunked", "close"]),
+    interim=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=30_000), max_size=8),
+)
+def test_any_framing_in_any_pieces_gives_the_same_body(
+    body: bytes, framing: str, interim: bool, cuts: list[int]
+) -> None:
+    wire = framed(body, framing, interim=interim)
+
+    async def run() -> tuple[WholeAnswer, WholeAnswer | None, int]:
+        again = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+        # A close-delimited answer ends with the connection: nothing follows it.
+        follow = [] if framing == "close" else [[again]]
+        handler, connections = scripted(split(wire, cuts), *follow)
+        async with server(handler) as url:
+            p = pool()
+            try:
+                first = await p.post(url, b"{}", {}, limit=1 << 20)
+                second = await p.post(url, b"{}", {}, limit=1 << 20) if framing != "close" else None
+            finally:
+                p.close()
+        return first, second, len(connections)
+
+    first, second, connections = uvloop.run(run())
+    assert first.status == 200 and bytes(first.body) == body
+    assert first.headers["content-type"] == "application/json"
+    if second is not None:  # the connection went back to the pool and served again
+        assert bytes(second.body) == b"{}" and connections == 1
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate"])
+async def test_compressed_answers_are_decoded(encoding: str) -> None:
+    body = b'{"candidates": [], "pad": "' + b"ab" * 50_000 + b'"}'
+    if encoding == "gzip":
+        data = gzip.compress(body)
+    elif encoding == "deflate":
+        data = zlib.compress(body)
+    else:
+        squeezer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        data = squeezer.compress(body) + squeezer.flush()
+    name = "gzip" if encoding == "gzip" else "deflate"
+    wire = f"HTTP/1.1 200 OK\r\ncontent-encoding: {name}\r\ncontent-length: {len(data)}\r\n\r\n".encode()
+    handler, _ = scripted([wire + data])
+    async with server(handler) as url:
+        p = pool()
+        try:
+            got = await p.post(url, b"{}", {}, limit=1 << 20)
+        finally:
+            p.close()
+    assert bytes(got.body) == body
+
+
+async def test_a_compression_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bananagate.providers.h1pool.MAX_ANSWER_BYTES", 1 << 20)
+    data = gzip.compress(b"\0" * (8 << 20))
+    wire = f"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {len(data)}\r\n\r\n".encode()
+    handler, _ = scripted([wire + data])
+    async with server(handler) as url:
+        p = pool()
+        try:
+            with pytest.raises(H1Error, match="too large"):
+                await p.post(url, b"{}", {}, limit=1 << 20)
+        finally:
+            p.close()
+
+
+# --- what goes up -------------------------------------------------------------------------------
+
+
+def test_the_request_head_is_the_url_as_encoded_and_the_headers_given() -> None:
+    url = yarl.URL("https://example.test:8443/v1beta/models/a%2Fb:generateContent?key=x%20y", encoded=True)
+    head = request_head(url, {"x-goog-api-key": "k"}, 12)
+    assert head == (
+        b"POST /v1beta/models/a%2Fb:generateContent?key=x%20y HTTP/1.1\r\nhost: example.test:8443\r\n"
+        b"x-goog-api-key: k\r\ncontent-length: 12\r\n\r\n"
+    )
+    assert b"host: [::1]\r\n" in request_head(yarl.URL("http://[::1]/x"), {}, 0)
+
+
+@pytest.mark.parametrize("value", ["k\r\nx-evil: 1", "k\nx", "k\r"])
+def test_a_header_with_a_line_break_is_never_sent(value: str) -> None:
+    with pytest.raises(H1Error):
+        request_head(yarl.URL("http://h/x"), {"authorization": value}, 0)
+
+
+async def test_the_body_goes_up_byte_for_byte_and_is_not_copied() -> None:
+    body = b'{"pad": "' + b"x" * (8 << 20) + b'"}'
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await read_request(reader))[1])
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            assert (await p.post(url, body, {}, limit=1 << 20)).status == 200
+        finally:
+            p.close()
+    assert seen == [body]
+
+
+# --- the answer lands in one buffer --------------------------------------------------------------
+
+
+def test_a_big_answer_is_read_into_one_buffer() -> None:
+    """The answer's bytes are allocated once (its buffer); aiohttp held two to three times it."""
+    body = b'{"candidates": [], "pad": "' + b"y" * (6 << 20) + b'"}'
+    wire = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+    async def run() -> tuple[WholeAnswer, int]:
+        # The server's copy of `wire` and its writes happen before tracing starts.
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(wire)
+            await writer.drain()
+
+        async with server(handle) as url:
+            p = pool()
+            try:
+                tracemalloc.start()
+                answer = await p.post(url, b"{}", {}, limit=1 << 20)
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            finally:
+                p.close()
+        return answer, peak
+
+    answer, peak = uvloop.run(run())
+    assert isinstance(answer.body, bytearray) and answer.body == body
+    # One buffer of the answer's size, and small change (a copy anywhere would double it).
+    assert len(body) <= peak < len(body) * 1.25
+
+
+# --- keep-alive and caps --------------------------------------------------------------------------
+
+
+async def test_an_error_answer_is_read_to_its_cap_and_its_connection_dropped() -> None:
+    big = b'{"error": {"code": 429}, "pad": "' + b" " * 100_000 + b'"}'
+    error = f"HTTP/1.1 429 Too Many\r\nretry-after: 7\r\ncontent-length: {len(big)}\r\n\r\n".encode() + big
+    small = b"HTTP/1.1 503 Busy\r\ncontent-length: 2\r\n\r\n{}"
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    handler, connections = scripted([small], [error], [ok])
+    async with server(handler) as url:
+        p = pool()
+        try:
+            assert (await p.post(url, b"{}", {}, limit=1000)).status == 503
+            capped = await p.post(url, b"{}", {}, limit=1000)  # same connection: 503 was read whole
+            assert capped.status == 429 and bytes(capped.body) == big[:1000]
+            assert capped.headers["retry-after"] == "7"
+            # Its unread rest would garble the next answer: that connection was dropped.
+            assert bytes((await p.post(url, b"{}", {}, limit=1000)).body) == b"{}"
+        finally:
+            p.close()
+    assert len(connections) == 2
+
+
+async def test_a_200_beyond_the_answer_cap_is_refused_before_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("bananagate.providers.h1pool.MAX_ANSWER_BYTES", 1000)
+    handler, _ = scripted([b"HTTP/1.1 200 OK\r\ncontent-length: 5000000000\r\n\r\n{"])
+    async with server(handler) as url:
+        p = pool()
+        try:
+            with pytest.raises(H1Error, match="too large"):
+                await p.post(url, b"{}", {}, limit=1000)
+        finally:
+            p.close()
+
+
+async def test_repeated_headers_are_joined_and_names_lower_cased() -> None:
+    wire = b"HTTP/1.1 200 OK\r\nX-Thing: a\r\nx-thing: b\r\nContent-Length: 2\r\n\r\n{}"
+    handler, _ = scripted([wire])
+    async with server(handler) as url:
+        p = pool()
+        try:
+            got = await p.post(url, b"{}", {}, limit=10)
+        finally:
+            p.close()
+    assert got.headers["x-thing"] == "a, b" and got.headers["content-length"] == "2"
+
+
+async def test_204_has_no_body_and_keeps_the_connection() -> None:
+    handler, connections = scripted(
+        [b"HTTP/1.1 204 No Content\r\n\r\n"], [b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"]
+    )
+    async with server(handler) as url:
+        p = pool()
+        try:
+            assert (await p.post(url, b"{}", {}, limit=10)).status == 204
+            assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == b""
+        finally:
+            p.close()
+    assert len(connections) == 1
+
+
+async def test_an_idle_connection_past_its_keepalive_is_not_reused() -> None:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    handler, connections = scripted([ok], [ok])
+    async with server(handler) as url:
+        p = pool(keepalive=0.05)
+        try:
+            await p.post(url, b"{}", {}, limit=10)
+            await asyncio.sleep(0.15)  # past the keep-alive time: the sweeper closed it
+            await p.post(url, b"{}", {}, limit=10)
+        finally:
+            p.close()
+    assert len(connections) == 2
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{}", id="cut-body"),
+        pytest.param(b"not http at all\r\n\r\n", id="garbage"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", id="bad-length"),
+        pytest.param(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab", id="cut-chunk"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nx: " + b"a" * MAX_HEAD_BYTES, id="huge-head"),
+    ],
+)
+async def test_broken_answers_are_errors_and_their_connection_is_dropped(wire: bytes) -> None:
+    handler, _ = scripted([wire])  # then the connection closes
+    async with server(handler) as url:
+        p = pool()
+        try:
+            with pytest.raises(H1Error):
+                await p.post(url, b"{}", {}, limit=10)
+        finally:
+            p.close()
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+
+async def test_silence_times_out_and_hangs_up() -> None:
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await reader.read()  # until the client hangs up
+        closed.set()
+
+    async with server(handle) as url:
+        p = pool(read_timeout=0.2)
+        try:
+            with pytest.raises(TimeoutError):
+                await p.post(url, b"{}", {}, limit=10)
+            await asyncio.wait_for(closed.wait(), 1.0)
+        finally:
+            p.close()
+
+
+async def test_a_slow_but_steady_answer_is_not_silence() -> None:
+    body = b"0123456789" * 10
+    wire = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+    handler, _ = scripted([wire[i : i + 20] for i in range(0, len(wire), 20)], pause=0.05)
+    async with server(handler) as url:
+        p = pool(read_timeout=0.15)  # the whole answer takes ~0.4 s, no gap reaches 0.15 s
+        try:
+            assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == body
+        finally:
+            p.close()
+
+
+async def test_a_cancelled_call_hangs_up_and_the_pool_goes_on() -> None:
+    hung_up = asyncio.Event()
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    calls = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        await read_request(reader)
+        if calls == 1:
+            await reader.read()
+            hung_up.set()
+            return
+        writer.write(ok)
+        await writer.drain()
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            task = asyncio.create_task(p.post(url, b"{}", {}, limit=10))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(hung_up.wait(), 1.0)
+            assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == b"{}"
+        finally:
+            p.close()
