@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
+import anyio
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message, Receive
 
 from bananagate.protocol.errors import ApiError
-from bananagate.server.cancellation import CancelAfter
 
 # Defaults of `Settings.body_timeout` / `body_min_rate` (the middleware passes the configured ones).
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -65,13 +65,12 @@ class TimedReceive:
         if self.min_rate > 0:
             deadline = self._started + self.timeout + self._received / self.min_rate
             wait = min(wait, deadline - now)
-        if wait <= 0:
-            raise body_too_slow(self.timeout, self.min_rate)
-        try:
-            with CancelAfter(wait):
+        message: Message | None = None
+        if wait > 0:
+            with anyio.move_on_after(wait):
                 message = await self._receive()
-        except TimeoutError:
-            raise body_too_slow(self.timeout, self.min_rate) from None
+        if message is None:
+            raise body_too_slow(self.timeout, self.min_rate)
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             if not message.get("more_body", False):

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from types import TracebackType
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import anyio
 from starlette.requests import Request
 
 from bananagate.protocol.errors import ApiError, FieldViolation, invalid_argument
-from bananagate.server.cancellation import CancelAfter
 
 TIMEOUT_HEADERS = ("x-server-timeout", "x-stainless-timeout")
 DEADLINE_STATE = "deadline"
@@ -73,32 +72,24 @@ def remaining(deadline: float | None, clock: Clock = time.monotonic) -> float:
     return math.inf if deadline is None else max(0.0, deadline - clock())
 
 
-def bounded_by(deadline: float | None) -> AbstractContextManager[object]:
+@contextmanager
+def bounded_by(deadline: float | None) -> Iterator[None]:
     """Cancel the block when `deadline` passes, raising the 504 the client gets.
 
-    Must not span a `yield` of an async generator (the timer cancels the task that entered it):
-    callers wrap each step of a stream instead.
+    Must not span a `yield` of an async generator (the scope belongs to one task): callers
+    wrap each step of a stream instead.
     """
     if deadline is None:
-        return nullcontext()
+        yield
+        return
     left = remaining(deadline)
     if left <= 0:
         raise deadline_exceeded()
-    return _Bounded(left)
-
-
-class _Bounded(CancelAfter):
-    __slots__ = ()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            super().__exit__(exc_type, exc, tb)
-        except TimeoutError:
-            raise deadline_exceeded() from None
-        if exc_type is not None and issubclass(exc_type, TimeoutError):
-            raise deadline_exceeded() from None
+    try:
+        with anyio.fail_after(left):
+            yield
+    except TimeoutError:
+        raise deadline_exceeded() from None
 
 
 class AttemptTimes:

@@ -36,7 +36,6 @@ from starlette.responses import Response, StreamingResponse
 
 from bananagate.protocol.errors import BAD_REQUEST_TYPE, ApiError, FieldViolation, invalid_argument
 from bananagate.server.auth import Principal
-from bananagate.server.cancellation import result_of, shielded, wait_shielded
 from bananagate.server.deadlines import DEADLINE_STATE, deadline_exceeded, remaining
 from bananagate.server.notify import Notifier
 from bananagate.server.timing import COST_HEADER, Timing, timing_of
@@ -215,8 +214,8 @@ class Idempotency:
         while True:
             with self.notifier.listening(name) as event:
                 # Shielded: a claim taken in the thread must reach us, to be released.
-                claiming = asyncio.get_running_loop().create_task(
-                    anyio.to_thread.run_sync(
+                with anyio.CancelScope(shield=True):
+                    found = await anyio.to_thread.run_sync(
                         repository.claim,
                         principal.key_id,
                         key_hash,
@@ -224,15 +223,6 @@ class Idempotency:
                         request_id,
                         self.lease,
                     )
-                )
-                try:
-                    found = await wait_shielded(claiming)
-                except asyncio.CancelledError:
-                    claimed = result_of(claiming)
-                    if isinstance(claimed, Claim):  # ours, with nobody left to answer: give it up
-                        self._live[claimed.id] = claimed
-                        await shielded(self._end(name, claimed, kept=False))
-                    raise
                 if isinstance(found, Claim):
                     return await self._serve(name, found, produce, render)
                 if found.fingerprint != keyed.fingerprint:
@@ -267,14 +257,16 @@ class Idempotency:
             return response
         finally:
             if not handed_off:
-                await shielded(self._end(name, claim, kept=False))
+                with anyio.CancelScope(shield=True):
+                    await self._end(name, claim, kept=False)
 
     async def _keep(self, name: str, claim: Claim, response: Response) -> None:
         kept = False
         try:
             kept = await self._complete(claim, response)
         finally:
-            await shielded(self._end(name, claim, kept=kept))
+            with anyio.CancelScope(shield=True):
+                await self._end(name, claim, kept=kept)
 
     async def _end(self, name: str, claim: Claim, *, kept: bool) -> None:
         """The claim is over: give the key up unless its answer was kept, and wake the twins."""

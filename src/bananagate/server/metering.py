@@ -45,7 +45,6 @@ from bananagate.protocol.scan import (
 )
 from bananagate.providers.base import Call, LimitState
 from bananagate.server.auth import Principal
-from bananagate.server.cancellation import result_of, shielded, wait_shielded
 from bananagate.server.limits import Admission, Limiter, LimitExceeded
 from bananagate.server.metrics import Metrics
 from bananagate.server.timing import format_reset
@@ -146,10 +145,6 @@ class LedgerWriter:
 
     async def record(self, row: LedgerRow, hold: Hold | None) -> bool:
         """`LedgerRepository.record`, batched with the rows of concurrent calls."""
-        return await self.submit(row, hold)
-
-    def submit(self, row: LedgerRow, hold: Hold | None) -> asyncio.Future[bool]:
-        """Queue the row; the future gets `record`'s outcome (a plain future, cheap to shield)."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.get(loop)
         if lane is None:
@@ -158,16 +153,15 @@ class LedgerWriter:
         lane.queue.append((row, hold, future))
         if lane.task is None or lane.task.done():
             lane.task = loop.create_task(self._drain(lane))
-        return future
+        return await future
 
     async def _drain(self, lane: _Lane) -> None:
         while lane.queue:
             batch = lane.queue[: self.max_batch]
             del lane.queue[: self.max_batch]
             try:
-                # The loop's executor rather than anyio's worker threads: less work per batch.
-                outcomes = await asyncio.get_running_loop().run_in_executor(
-                    None, self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
+                outcomes = await anyio.to_thread.run_sync(
+                    self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
                 )
                 for (*_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
@@ -242,28 +236,16 @@ class GatewayMeter:
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
             )
-            # Shielded: a hold taken in the thread must reach the caller, who releases it.
-            taking = asyncio.get_running_loop().create_task(
-                anyio.to_thread.run_sync(
-                    self._store().reservations.reserve,
-                    principal.key_id,
-                    max_cost,
-                    call.request_id,
-                    self.reservation_ttl,
-                )
-            )
             try:
-                hold = await wait_shielded(taking)
-            except asyncio.CancelledError:
-                # Cancelled meanwhile: give back what was taken, as the caller would have.
-                taken = result_of(taking)
-                if taken is not None:
-                    self.live_holds[taken.id] = taken
-                    reservation = MeteredReservation(self, call, principal, admission, taken)
-                    await reservation.release("cancelled", status=499)
-                else:
-                    await self._undo(admission)
-                raise
+                # Shielded: a hold taken in the thread must reach the caller, who releases it.
+                with anyio.CancelScope(shield=True):
+                    hold = await anyio.to_thread.run_sync(
+                        self._store().reservations.reserve,
+                        principal.key_id,
+                        max_cost,
+                        call.request_id,
+                        self.reservation_ttl,
+                    )
             except Exception as exc:
                 await self._undo(admission)
                 log.error("cannot reserve budget: %s", exc)
@@ -277,7 +259,8 @@ class GatewayMeter:
 
     async def _undo(self, admission: Admission | None) -> None:
         if admission is not None:
-            await shielded(self.limiter.cancel(admission))
+            with anyio.CancelScope(shield=True):
+                await self.limiter.cancel(admission)
 
     def _rejected(self, reason: str) -> None:
         if self.metrics is not None:
@@ -290,7 +273,8 @@ class GatewayMeter:
             for attempt in range(attempts):
                 try:
                     # Shielded like the thread it waits for: the row is being written anyway.
-                    written = await wait_shielded(self.writer.submit(row, hold))
+                    with anyio.CancelScope(shield=True):
+                        written = await self.writer.record(row, hold)
                 except Exception as exc:
                     log.warning(
                         "ledger write failed (attempt %d) rid=%s: %s", attempt + 1, row.request_id, exc
@@ -451,8 +435,14 @@ class MeteredReservation:
             thoughts_tokens=usage.thoughts_tokens,
             cost_nanos=cost,
         )
-        # A broken-off stream's row is best effort: its client has its events already.
-        await shielded(self._close(row, images, must=failed_status is None))
+        with anyio.CancelScope(shield=True):
+            try:
+                # A broken-off stream's row is best effort: its client has its events already.
+                await self.meter.record(row, self.hold, must=failed_status is None)
+            finally:
+                if self.admission is not None:
+                    await self.meter.limiter.finish(self.admission, images)
+        self.meter.observe(row, self.tally is not None)
         return cost
 
     async def release(self, reason: str, *, status: int | None = None) -> None:
@@ -462,16 +452,13 @@ class MeteredReservation:
         self.done = True
         outcome = "cancelled" if reason == "cancelled" else "error"
         row = self._row(status or (499 if outcome == "cancelled" else 500), outcome)
-        # Not `must`: nothing was delivered, and an unrecorded hold expires by itself.
-        await shielded(self._close(row, 0, must=False))
-
-    async def _close(self, row: LedgerRow, images: int, *, must: bool) -> None:
-        """The ledger row, then the limiter's slot: run shielded, to the end even when cancelled."""
-        try:
-            await self.meter.record(row, self.hold, must=must)
-        finally:
-            if self.admission is not None:
-                await self.meter.limiter.finish(self.admission, images)
+        with anyio.CancelScope(shield=True):
+            try:
+                # Not `must`: nothing was delivered, and an unrecorded hold expires by itself.
+                await self.meter.record(row, self.hold, must=False)
+            finally:
+                if self.admission is not None:
+                    await self.meter.limiter.finish(self.admission, 0)
         self.meter.observe(row, self.tally is not None)
 
 

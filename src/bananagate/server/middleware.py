@@ -9,6 +9,7 @@ import math
 import os
 import time
 
+import anyio
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -122,25 +123,19 @@ class RequestContextMiddleware:
                     response_done[0] = True
             await send(message)
 
+        app_scope = anyio.CancelScope()
         watcher: list[asyncio.Task[None]] = []
-        task = asyncio.current_task()
-        assert task is not None  # uvicorn runs each request in a task
-        # Cancelled natively (not with an anyio scope: that costs more per request); `gone` tells
-        # this cancellation from the server's, and the count taken now which one is whose.
-        cancelling = task.cancelling()
-        app_running = [True]
-        gone = [False]
 
         async def watch_disconnect() -> None:
             # Only `http.disconnect` can come after the last body chunk; uvicorn also returns it
             # once the response is complete, which is why a finished response is not cancelled.
             message = await receive()
-            if message["type"] == "http.disconnect" and not response_done[0] and app_running[0]:
-                gone[0] = True
-                task.cancel()
+            if message["type"] == "http.disconnect" and not response_done[0]:
+                app_scope.cancel()
 
         timed = TimedReceive(receive, self.body_timeout, self.body_min_rate)
-        if self.in_flight is not None:
+        task = asyncio.current_task()
+        if self.in_flight is not None and task is not None:
             self.in_flight.add(task)
 
         async def receive_wrapper() -> Message:
@@ -155,21 +150,10 @@ class RequestContextMiddleware:
                 if wait is not None:
                     await self._send_error(send_wrapper, too_many_failures(math.ceil(wait)))
                     return
-            try:
+            with app_scope:
                 await self.app(scope, receive_wrapper, send_wrapper)
-            except asyncio.CancelledError:
-                if not gone[0]:
-                    raise
-                # The watcher's cancellation ends here, unless the server's came too.
-                gone[0] = False
-                if task.uncancel() > cancelling:
-                    raise
-                if not response_started[0]:
-                    status_holder[0] = CLIENT_CLOSED
-            finally:
-                app_running[0] = False
-                if gone[0]:
-                    task.uncancel()  # the app ended otherwise (returned, or raised an error)
+            if app_scope.cancelled_caught and not response_started[0]:
+                status_holder[0] = CLIENT_CLOSED
         except asyncio.CancelledError:
             # Nothing but the server cancels a request's task: SIGTERM's graceful timeout ran out.
             # The work below has been unwound (holds released, `cancelled` rows written); the
@@ -198,7 +182,7 @@ class RequestContextMiddleware:
         finally:
             for watch in watcher:
                 watch.cancel()
-            if self.in_flight is not None:
+            if self.in_flight is not None and task is not None:
                 self.in_flight.discard(task)
             elapsed_ms = (time.perf_counter() - started) * 1000
             access_log.info(

@@ -22,7 +22,6 @@ from bananagate.protocol.scan import Bytes, scan_finish_reason
 from bananagate.providers.base import Answer, Call, LimitState, UpstreamError, UpstreamTimeout
 from bananagate.server.affinity import Affinity, answer_digests
 from bananagate.server.auth import Principal
-from bananagate.server.cancellation import shielded
 from bananagate.server.deadlines import bounded_by
 from bananagate.server.routing import ModelRouter
 from bananagate.server.timing import COST_HEADER as COST_HEADER  # re-exported: the console reads it
@@ -159,9 +158,10 @@ class Pipeline:
             with bounded_by(call.deadline):
                 answer = await self.router.generate(call)
         except BaseException as exc:
-            # Shielded: what a cancelled call holds is given back all the same.
-            reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            await shielded(reservation.release(reason, status=failure_status(exc)))
+            # Shielded: under anyio a cancelled task would otherwise be cancelled again here.
+            with anyio.CancelScope(shield=True):
+                reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+                await reservation.release(reason, status=failure_status(exc))
             raise
         # Recorded before the client sees a byte: a delivered answer always has its ledger row.
         cost = await reservation.settle(answer.body)
