@@ -3,6 +3,11 @@ credential; answers come back byte for byte (acceptance 1)."""
 
 from __future__ import annotations
 
+import base64
+import random
+import socket
+from urllib.parse import urlsplit
+
 import orjson
 import pytest
 
@@ -119,3 +124,46 @@ def test_body_and_auth_reach_each_kind_untouched(
         assert listed == {
             f"models/{m}" for m in (FLASH_25, "gemini-2.5-flash-image-preview", PRO_3, FLASH_31)
         }
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_big_body_in_small_pieces_reaches_the_upstream_byte_for_byte(
+    gateway_with: GatewayFactory, google: FakeGoogle, framing: str
+) -> None:
+    """The server keeps request body pieces as the parser hands them over (server/http11.py):
+    however a client's bytes arrive, what goes up is what was sent, and one connection serves on."""
+    gateway = gateway_with(toml_channel("google", "gemini", google.url, keys=[GOOGLE_KEY], models=[FLASH_25]))
+    image = base64.b64encode(random.Random(7).randbytes(3 * 1024 * 1024)).decode()
+    body = fidelity_body().replace(b'"contents"', f'"pad": "{image}", "contents"'.encode(), 1)
+    rng = random.Random(framing)
+    pieces, at = [], 0
+    while at < len(body):
+        size = rng.choice([1, 7, 300, 4096, 65536, 300_000])
+        pieces.append(body[at : at + size])
+        at += size
+    head = (
+        f"POST /v1beta/models/{FLASH_25}:generateContent HTTP/1.1\r\nhost: gw\r\n"
+        f"x-goog-api-key: {gateway.key}\r\ncontent-type: application/json\r\n"
+    )
+    if framing == "chunked":
+        head += "transfer-encoding: chunked\r\n\r\n"
+        wire = [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces] + [b"0\r\n\r\n"]
+    else:
+        head += f"content-length: {len(body)}\r\n\r\n"
+        wire = pieces
+    address = urlsplit(gateway.url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        for _ in range(2):  # twice on one keep-alive connection
+            sock.sendall(head.encode())
+            for piece in wire:
+                sock.sendall(piece)
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            response_head, _, rest = received.partition(b"\r\n\r\n")
+            length = int(response_head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            while len(rest) < length:
+                rest += sock.recv(65536)
+            assert response_head.startswith(b"HTTP/1.1 200"), response_head + rest[:300]
+            assert google.requests[-1].body == body
+    assert len(google.requests) == 2
