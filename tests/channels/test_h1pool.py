@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ipaddress
 import itertools
 import ssl
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import uvloop
 import yarl
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -396,3 +403,102 @@ async def test_a_cancelled_call_hangs_up_and_the_pool_goes_on() -> None:
             assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == b"{}"
         finally:
             p.close()
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_answers_over_tls_land_in_one_buffer_too(tmp_path: Path, loop: str) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    client_side = ssl.create_default_context(cafile=str(cert))
+    body = b'{"candidates": [], "pad": "' + b"z" * 3_000_000 + b'"}'
+    wire = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+    async def run() -> list[bytes]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                for _ in range(2):
+                    await read_request(reader)
+                    writer.write(wire)
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_side)
+        port = srv.sockets[0].getsockname()[1]
+        url = yarl.URL(f"https://127.0.0.1:{port}/v1beta/models/m:generateContent")
+        p = H1Pool(
+            connect_timeout=5.0,
+            read_timeout=5.0,
+            ssl_context=client_side,
+            max_connections=2,
+            keepalive_seconds=30.0,
+        )
+        try:
+            return [bytes((await p.post(url, b"{}", {}, limit=10)).body) for _ in range(2)]
+        finally:
+            p.close()
+            srv.close()
+
+    got = uvloop.run(run()) if loop == "uvloop" else asyncio.run(run())
+    assert got == [body, body]
+
+
+async def test_an_answer_before_the_request_was_sent_drops_the_connection() -> None:
+    """An upstream that refuses a big body before reading it (an early 413): the unsent rest of
+    the request must not become the start of the next one on that connection."""
+    body = b'{"pad": "' + b"x" * (32 << 20) + b'"}'
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b"content-length: 2\r\n" in head:
+            await reader.readexactly(2)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        else:  # answer at once, read nothing of the body, keep the connection open
+            writer.write(b"HTTP/1.1 413 Too Large\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await asyncio.sleep(1.0)
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            assert (await p.post(url, body, {}, limit=10)).status == 413
+            assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == b"{}"
+        finally:
+            p.close()
+    assert connections == 2

@@ -292,7 +292,10 @@ class _Connection(asyncio.BufferedProtocol):
         else:
             body = self._pieces[0] if len(self._pieces) == 1 else b"".join(self._pieces)
             whole = not cut and state == _PARSED
-        self._reusable = whole and state != _UNTIL_EOF and self._keep_alive
+        # An answer that came before the request was all sent (an early 413, say) leaves the
+        # rest of the request unsent: the connection cannot carry another one.
+        sent = self.transport is None or self.transport.get_write_buffer_size() == 0
+        self._reusable = whole and sent and state != _UNTIL_EOF and self._keep_alive
         self._body, self._pieces = bytearray(), []
         if waiter is None or waiter.done():
             return
