@@ -166,6 +166,8 @@ class _Connection(asyncio.BufferedProtocol):
     async def call(self, head: bytes, body: bytes, *, read_timeout: float, limit: int) -> WholeAnswer:
         """Send one request and read its answer; error answers (not 200) only up to `limit`."""
         assert self.transport is not None
+        if self.closed or self.transport.is_closing():
+            raise H1Error("the upstream closed the connection")
         self._state, self._filled, self._got, self._size = _HEAD, 0, 0, 0
         self._pieces, self._headers, self._status, self._parser = [], {}, 0, None
         self._body, self._limit, self._reusable = bytearray(), limit, False
@@ -381,7 +383,9 @@ class H1Pool:
         now = loop.time()
         while idle:
             connection = idle.pop()  # the most recently used: the least likely to be timed out
-            if not connection.closed and now - connection.idle_since < self._keepalive:
+            transport = connection.transport
+            fresh = now - connection.idle_since < self._keepalive
+            if fresh and not connection.closed and transport is not None and not transport.is_closing():
                 return connection
             connection.abort()
         scheme, host, port = origin
