@@ -269,7 +269,7 @@ async def _events_after(first: bytes | None, rest: AsyncGenerator[bytes, None]) 
 async def _sse_frames(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
     # Google's framing: one `data: <json>` line per event, CRLF line ends, no [DONE].
     async for event in _events_after(first, rest):
-        yield b"data: " + event + b"\r\n\r\n"
+        yield b"".join((b"data: ", event, b"\r\n\r\n"))  # one copy of a megabyte event, not two
 
 
 async def _json_array(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -104,7 +104,7 @@ def _load(event: bytes) -> dict[str, Any]:
 
 
 def _frame(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+    return b"".join((b"data: ", orjson.dumps(obj), b"\n\n"))
 
 
 async def _sse(
