@@ -46,16 +46,18 @@ def test_add_read_filter_and_delete(store: Store, tmp_path: Path) -> None:
     entry = gallery.get(first)
     assert entry is not None and entry.prompt == "prompt 1" and entry.params == {"aspect_ratio": "1:1"}
     assert entry.extension == ".png" and entry.cost_nanos == 39_000_000
-    path = gallery.path(entry)
-    assert path is not None and path.read_bytes() == bytes([1]) * 100
-    assert path.parent == tmp_path / "gallery" and len(path.stem) == 32
+    assert gallery.read(entry) == bytes([1]) * 100
+    assert entry.segment is not None and entry.segment_offset == 0
+    segment = tmp_path / "gallery" / "segments" / entry.segment
+    assert segment.read_bytes() == bytes([1]) * 100 + bytes([2]) * 100
     assert [e.id for e in gallery.page()] == [second, first]  # newest first
     assert [e.id for e in gallery.page(key_name="bob")] == [second]
     assert [e.id for e in gallery.page(model="gemini-2.5-flash-image")] == [first]
     assert [e.id for e in gallery.page(before_id=second)] == [first]
     assert gallery.facets() == (["alice", "bob"], ["gemini-2.5-flash-image", "gemini-3-pro-image-preview"])
     assert gallery.delete(first) == 1 and gallery.delete(first) == 0
-    assert not path.exists() and gallery.get(first) is None
+    assert gallery.get(first) is None
+    assert segment.read_bytes() == bytes(100) + bytes([2]) * 100  # its bytes are gone from the disk
     assert gallery.totals() == (1, 100)
 
 
@@ -66,8 +68,7 @@ def test_size_cap_evicts_the_oldest_first(store: Store) -> None:
     kept = [e.id for e in gallery.page()]
     assert kept == ids[:1:-1]  # the three newest fit in 350 bytes
     assert gallery.totals() == (3, 300)
-    files = sorted(p.name for p in gallery.directory.iterdir() if p.is_file())  # type: ignore[union-attr]
-    assert len(files) == 3
+    assert all(gallery.read(e) == bytes([i + 2]) * 100 for i, e in enumerate(reversed(gallery.page())))
 
 
 def test_answer_parts_keeps_delivered_images_and_text_not_thoughts() -> None:
@@ -128,6 +129,6 @@ def test_api_answers_land_in_the_gallery_streamed_and_not(console_gateway: Gatew
         assert entry.key_name == "default" and entry.model == "gemini-3-pro-image-preview"  # type: ignore[attr-defined]
         assert entry.params["image_size"] == "2K" and entry.params["streamed"] is False  # type: ignore[attr-defined]
         assert entry.cost_nanos == 134_000_000 and entry.mime_type == "image/jpeg"  # type: ignore[attr-defined]
-        assert store.gallery.path(entry).read_bytes() == delivered  # type: ignore[arg-type, union-attr]
+        assert store.gallery.read(entry) == delivered  # type: ignore[arg-type]
         (streamed,) = wait_for(store, streamed_id)
         assert streamed.params["streamed"] is True and streamed.cost_nanos == 134_000_000  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import os
 import threading
@@ -137,7 +138,7 @@ async def test_answers_are_written_in_batches_of_one_transaction(store: Store, h
     for i, (image_id,) in enumerate(ids):
         entry = store.gallery.get(image_id)
         assert entry is not None and entry.request_id == f"rid-{i}" and entry.key_name == "alice"
-        assert store.gallery.path(entry).read_bytes() == images[i]  # type: ignore[union-attr]
+        assert store.gallery.read(entry) == images[i]
         assert entry.mime_type == ("image/png" if i == 0 else "image/jpeg")
         assert entry.prompt == ("A red bicycle" if i == 0 else f"prompt {i}")
         assert entry.text == (None if i == 0 else f"picture {i}")
@@ -153,8 +154,12 @@ async def test_answers_are_written_in_batches_of_one_transaction(store: Store, h
             "images_in_request": 1,
         }
     assert await recorder.wait("rid-3") == ids[3]  # written: read back from the database
-    # Only the gallery files and no temporaries are in the directory.
-    assert sorted(p.suffix for p in store.gallery.directory.iterdir()) == [".jpg"] * 4 + [".png"]  # type: ignore[union-attr]
+    # All five went into one segment, one after another, and nothing else is in the directory.
+    entries = [store.gallery.get(i) for (i,) in ids]
+    assert len({e.segment for e in entries if e}) == 1
+    assert [e.segment_offset for e in entries if e] == [0, *itertools.accumulate(len(i) for i in images[:4])]
+    gallery_dir = store.gallery.directory
+    assert gallery_dir is not None and [p.name for p in gallery_dir.iterdir()] == ["segments"]
 
 
 async def test_a_stream_keeps_its_final_images_and_text_not_its_thoughts(store: Store) -> None:
@@ -173,7 +178,7 @@ async def test_a_stream_keeps_its_final_images_and_text_not_its_thoughts(store: 
         ("image/png", 0, "Here they are"),
         ("image/webp", 1, "Here they are"),
     ]
-    assert [store.gallery.path(e).read_bytes() for e in entries if e] == [first, second]  # type: ignore[union-attr]
+    assert [store.gallery.read(e) for e in entries if e] == [first, second]
     assert entries[0] is not None and entries[0].params["streamed"] is True
     assert entries[0].params["images_in_request"] == 2 and entries[0].cost_nanos == 0
 
@@ -304,4 +309,4 @@ async def test_snake_case_answers_are_kept(store: Store) -> None:
     (image_id,) = await recorder.wait("snake")
     entry = store.gallery.get(image_id)
     assert entry is not None and entry.mime_type == "image/jpeg" and entry.params["finish_reason"] == "STOP"
-    assert store.gallery.path(entry).read_bytes() == data  # type: ignore[union-attr]
+    assert store.gallery.read(entry) == data

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from bananagate.store import SchemaTooNew, Store, StoreUnavailable
+from bananagate.store import NewImage, SchemaTooNew, Store, StoreUnavailable
 from bananagate.store.db import SCHEMA_HEAD, alembic_config, head_revisions
 from bananagate.store.schema import Base
 
@@ -164,3 +164,41 @@ def test_sqlite_reader_and_writer_processes_at_once(tmp_path: Path) -> None:
         engine.dispose()
         assert server.keys.get_key("cli") is not None
         assert server.keys.authenticate(secret) is not None
+
+
+def test_gallery_segments_migration_keeps_rows_of_files(store: Store, data_dir: Path) -> None:
+    """0007 adds where a gallery image's bytes are: rows of the per-file layout keep working
+    through a downgrade and an upgrade; rows of images in segments keep their metadata."""
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    (segmented,) = gallery.add([NewImage(b"in a segment", "image/png", "new", 0, 1, "alice", "m", "p")])
+    with store.engine.begin() as connection:
+        command.downgrade(alembic_config(connection), "0006")
+    columns = {c["name"] for c in inspect(store.engine).get_columns("gallery_images")}
+    assert "segment" not in columns and "segment_offset" not in columns
+    # A row as a gateway of that version writes it: its own file, named by file_name.
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO gallery_images (created_at, request_id, image_index, key_name, model,"
+                " prompt, params, mime_type, file_name, size_bytes, cost_nanos, latency_ms)"
+                " SELECT created_at, 'old', 0, key_name, model, prompt, params, mime_type,"
+                " :name, 8, 0, 0 FROM gallery_images WHERE id = :id"
+            ),
+            {"name": "ab" * 16 + ".png", "id": segmented},
+        )
+    (data_dir / "gallery" / ("ab" * 16 + ".png")).write_bytes(b"per file")
+    with Store.open(store.url.render_as_string(hide_password=False)) as reopened:
+        assert _revision(reopened) == head_revisions()
+        assert "ix_gallery_images_segment" in {
+            i["name"] for i in inspect(reopened.engine).get_indexes("gallery_images")
+        }
+        reopened.gallery.configure(data_dir / "gallery", max_bytes=None)
+        (old,) = reopened.gallery.by_request("old")
+        assert old.segment is None and old.segment_offset is None
+        assert reopened.gallery.read(old) == b"per file"
+        (new,) = reopened.gallery.by_request("new")  # its place was lost with the columns
+        assert new.segment is None and reopened.gallery.read(new) is None
+        fresh = reopened.gallery.add([NewImage(b"again", "image/png", "again", 0, 1, "alice", "m", "p")])
+        entry = reopened.gallery.get(fresh[0])
+        assert entry is not None and entry.segment is not None and reopened.gallery.read(entry) == b"again"

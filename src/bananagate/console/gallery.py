@@ -7,6 +7,7 @@ decoded it.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import warnings
@@ -27,10 +28,10 @@ PAGE_SIZE = 48
 THUMB_SIZE = 384
 
 
-def make_thumbnail(source: Path, target: Path, max_pixels: int) -> bool:
-    """Write a JPEG thumbnail of `source` to `target`; False when the image cannot be read."""
+def make_thumbnail(source: bytes, target: Path, max_pixels: int) -> bool:
+    """Write a JPEG thumbnail of the image `source` to `target`; False when it cannot be read."""
     try:
-        image = decode_image(source.read_bytes(), max_pixels=max_pixels, draft=(THUMB_SIZE, THUMB_SIZE))
+        image = decode_image(source, max_pixels=max_pixels, draft=(THUMB_SIZE, THUMB_SIZE))
     except (ImageRejected, OSError):
         return False
     try:
@@ -44,12 +45,12 @@ def make_thumbnail(source: Path, target: Path, max_pixels: int) -> bool:
     return True
 
 
-def pixel_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from the file's header (no pixels decoded)."""
+def pixel_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the image's header (no pixels decoded)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 return image.size
         except Exception:
             return None
@@ -121,8 +122,8 @@ class GalleryViews:
         entry = await self._entry(request)
         if entry is None:
             return self._missing(request, session)
-        path = self.ctx.store().gallery.path(entry)
-        dimensions = await self.ctx.run(pixel_size, path) if path is not None else None
+        data = await self.ctx.run(self.ctx.store().gallery.read, entry)
+        dimensions = await self.ctx.run(pixel_size, data) if data is not None else None
         return self.ctx.render(
             request,
             "gallery_detail.html",
@@ -130,14 +131,14 @@ class GalleryViews:
             section="gallery",
             title=f"Image {entry.id}",
             entry=entry,
-            on_disk=path is not None,
+            on_disk=data is not None,
             dimensions=dimensions,
             filename=download_name(entry),
         )
 
     async def _file(self, request: Request, session: Session, *, attachment: bool) -> Response:
         entry = await self._entry(request)
-        # Read whole (an image is a few MB) and checked: an evicted image's file may be reused.
+        # Read whole (an image is a few MB): a range of a segment, not a file to hand over.
         data = await self.ctx.run(self.ctx.store().gallery.read, entry) if entry is not None else None
         if entry is None or data is None:
             return self._missing(request, session)
@@ -162,12 +163,14 @@ class GalleryViews:
     async def thumb(self, request: Request, session: Session) -> Response:
         entry = await self._entry(request)
         gallery = self.ctx.store().gallery
-        path = gallery.path(entry) if entry is not None else None
-        if entry is None or path is None:
+        if entry is None or gallery.directory is None:
             return self._missing(request, session)
         target = gallery.thumb_path(entry.file_name)
         if not target.is_file():
-            made = await self.ctx.run(make_thumbnail, path, target, self.ctx.settings.max_image_pixels)
+            data = await self.ctx.run(gallery.read, entry)
+            if data is None:
+                return self._missing(request, session)
+            made = await self.ctx.run(make_thumbnail, data, target, self.ctx.settings.max_image_pixels)
             if not made:  # unreadable here (e.g. HEIC without a plugin): the original will do
                 return await self._file(request, session, attachment=False)
         return FileResponse(

@@ -3,11 +3,11 @@
 `submit` runs on the event loop and only queues the answer (its bodies by reference, plus the
 few request fields a gallery row needs). One writer thread drains the queue in batches: it finds
 each answer's images by byte scan (protocol/scan.py: the Base64 is never parsed into strings),
-decodes them with SIMD straight from slices of the body, writes each file, and inserts the whole
-batch's rows in one transaction. Per answer that is well under a millisecond of GIL time, where
-a parse, a stdlib Base64 decode and an ORM commit per answer in a worker thread each took the
-GIL from the event loop for ~3 ms. Images are never decoded to pixels here (thumbnails are made
-later, when the console first shows them).
+decodes them with SIMD straight from slices of the body, appends each to a segment file, and
+inserts the whole batch's rows in one transaction. Per answer that is well under a millisecond
+of GIL time, where a parse, a stdlib Base64 decode and an ORM commit per answer in a worker
+thread each took the GIL from the event loop for ~3 ms. Images are never decoded to pixels here
+(thumbnails are made later, when the console first shows them).
 
 The queue holds answer bodies that would otherwise be freed, so its size is bounded (see
 `GalleryRecorder`): the writer keeps up with the network on any ordinary disk, and when it

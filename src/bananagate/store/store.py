@@ -110,7 +110,9 @@ class Store:
         return self.keys.count_keys(include_revoked)
 
     def close(self) -> None:
-        """Close all pooled connections. The store must not be used afterwards."""
+        """Close all pooled connections (and the gallery's open segment). The store must not be
+        used afterwards."""
+        self.gallery.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:
