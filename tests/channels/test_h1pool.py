@@ -25,7 +25,15 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bananagate.providers.h1pool import MAX_HEAD_BYTES, H1Error, H1Pool, WholeAnswer, request_head
+from bananagate.providers.h1pool import (
+    MAX_HEAD_BYTES,
+    STREAM_HIGH_WATER,
+    STREAM_READ_BYTES,
+    H1Error,
+    H1Pool,
+    WholeAnswer,
+    request_head,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -502,3 +510,133 @@ async def test_an_answer_before_the_request_was_sent_drops_the_connection() -> N
         finally:
             p.close()
     assert connections == 2
+
+
+# --- streamed answers -----------------------------------------------------------------------------
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def test_a_stream_hands_over_each_piece_as_it_arrives_and_then_serves_on() -> None:
+    go_on = asyncio.Event()
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"data: one\r\n\r\n"))
+        await writer.drain()
+        await go_on.wait()  # the second piece only after the client has the first
+        writer.write(chunk(b"data: two\r\n\r\n") + b"0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            answer = await p.open_stream(url, b"{}", {}, limit=10)
+            got = []
+            try:
+                assert answer.status == 200
+                async for piece in answer.pieces():
+                    got.append(piece)
+                    go_on.set()
+            finally:
+                answer.close()
+            assert b"".join(got) == b"data: one\r\n\r\ndata: two\r\n\r\n" and got[0] == b"data: one\r\n\r\n"
+            assert bytes((await p.post(url, b"{}", {}, limit=10)).body) == b"{}"  # same connection
+        finally:
+            p.close()
+    assert connections == 1
+
+
+async def test_a_stream_left_early_hangs_up_and_an_error_status_comes_whole() -> None:
+    hung_up = asyncio.Event()
+    calls = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        await read_request(reader)
+        if calls == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"data: 1\r\n\r\n"))
+            await writer.drain()
+            await reader.read()
+            hung_up.set()
+            return
+        writer.write(b'HTTP/1.1 503 Busy\r\ncontent-length: 9\r\n\r\n{"e": 1}\n')
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            answer = await p.open_stream(url, b"{}", {}, limit=100)
+            async for _ in answer.pieces():
+                break
+            answer.close()
+            await asyncio.wait_for(hung_up.wait(), 1.0)
+            error = await p.open_stream(url, b"{}", {}, limit=100)
+            assert error.status == 503 and bytes(error.body) == b'{"e": 1}\n'
+            error.close()
+        finally:
+            p.close()
+
+
+async def test_a_silent_stream_times_out() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunk(b"data: 1\r\n\r\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with server(handle) as url:
+        p = pool(read_timeout=0.2)
+        try:
+            answer = await p.open_stream(url, b"{}", {}, limit=10)
+            pieces = answer.pieces()
+            try:
+                assert await anext(pieces) == b"data: 1\r\n\r\n"
+                with pytest.raises(TimeoutError):
+                    await anext(pieces)
+            finally:
+                answer.close()
+        finally:
+            p.close()
+
+
+async def test_a_fast_stream_to_a_slow_reader_is_held_back_not_buffered() -> None:
+    """The upstream is paused while the reader lags, so unread bytes stay bounded."""
+    piece = b"data: " + b"x" * 1_000_000 + b"\r\n\r\n"
+    total = 40
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(total):
+            writer.write(chunk(piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with server(handle) as url:
+        p = pool()
+        try:
+            answer = await p.open_stream(url, b"{}", {}, limit=10)
+            received, most_queued = 0, 0
+            try:
+                async for data in answer.pieces():
+                    received += len(data)
+                    most_queued = max(most_queued, answer._connection._queued)
+                    await asyncio.sleep(0.002)  # a slow client
+            finally:
+                answer.close()
+        finally:
+            p.close()
+    assert received == total * len(piece)
+    assert most_queued <= STREAM_HIGH_WATER + 2 * STREAM_READ_BYTES

@@ -28,7 +28,6 @@ from bananagate.providers.http import (
     ChannelSession,
     auth_parts,
     join_url,
-    read_capped,
     transport_failure,
     with_query,
 )
@@ -95,15 +94,15 @@ class GeminiHttpProvider:
 
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
         try:
-            response = await self._session.post(self._url(call, sse=True), call.body, self._headers)
+            answer = await self._session.open_stream(self._url(call, sse=True), call.body, self._headers)
         except TRANSPORT_ERRORS as exc:
             raise transport_failure(self.name, exc) from None
         try:
-            if response.status != 200:
-                raise self._error(response.status, await read_capped(response), response.headers)
+            if answer.status != 200:
+                raise self._error(answer.status, bytes(answer.body), answer.headers)
             splitter = SseSplitter()
             first = True
-            async for chunk in response.content.iter_any():
+            async for chunk in answer.pieces():
                 for event in splitter.feed(chunk):
                     if first and is_error_event(event):
                         # Nothing reached the client yet: let the router treat it like an error answer.
@@ -118,11 +117,8 @@ class GeminiHttpProvider:
             raise unreachable(self.name, str(exc)) from None
         finally:
             # A stream left early (client gone, deadline, error event) must not keep the upstream
-            # working: close the connection now. A finished one goes back to the pool.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+            # working: its connection is closed now. A finished one goes back to the pool.
+            answer.close()
 
     def _error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
         return error_from_response(status, body, headers, channel=self.name, secrets=(self._key,))

@@ -21,7 +21,7 @@ import socket
 import ssl
 import zlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import httptools
@@ -32,6 +32,10 @@ SCRATCH_BYTES = 64 * 1024
 MAX_HEAD_BYTES = SCRATCH_BYTES
 # A 200 answer larger than this is refused before it is read (a 4K image is ~30 MB of JSON).
 MAX_ANSWER_BYTES = 512 * 1024 * 1024
+# A stream's unread bytes past which reading pauses until its reader catches up.
+STREAM_HIGH_WATER = 4 * 1024 * 1024
+# A stream's reads (its events are parsed out of these, so bigger means fewer trips).
+STREAM_READ_BYTES = 256 * 1024
 
 
 class H1Error(ConnectionError):
@@ -94,6 +98,16 @@ class _Connection(asyncio.BufferedProtocol):
         self._waiter: asyncio.Future[WholeAnswer] | None = None
         self._last_activity = 0.0
         self._sent_pending = 0
+        # Streaming (`stream=True` and a 200): body pieces wait here for `pieces()`.
+        self._streaming = False
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._wake: asyncio.Future[None] | None = None
+        self._ended = False
+        self._error: H1Error | None = None
+        self._paused = False
+        self._stream_wanted = False
+        self._stream_buffer = bytearray()  # made on the connection's first stream
 
     # --- asyncio protocol -------------------------------------------------------------------
 
@@ -109,7 +123,7 @@ class _Connection(asyncio.BufferedProtocol):
             return memoryview(self._body)[self._got :]
         if self._state == _HEAD:
             return memoryview(self._scratch)[self._filled :]
-        return memoryview(self._scratch)
+        return memoryview(self._stream_buffer if self._streaming else self._scratch)
 
     def buffer_updated(self, nbytes: int) -> None:
         self._last_activity = self._loop.time()
@@ -122,9 +136,9 @@ class _Connection(asyncio.BufferedProtocol):
                 self._filled += nbytes
                 self._on_head_bytes(nbytes)
             elif self._state == _PARSED:
-                self._feed(memoryview(self._scratch)[:nbytes])
+                self._feed(memoryview(self._stream_buffer if self._streaming else self._scratch)[:nbytes])
             elif self._state == _UNTIL_EOF:
-                self._keep_piece(bytes(self._scratch[:nbytes]))
+                self._keep_piece(bytes((self._stream_buffer if self._streaming else self._scratch)[:nbytes]))
             else:
                 raise H1Error("the upstream sent bytes no request asked for")
         except (H1Error, httptools.HttpParserError) as exc:
@@ -139,6 +153,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._finish()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(H1Error("the upstream closed the connection mid-answer"))
+        if self._streaming and not self._ended and self._error is None:
+            self._error = H1Error("the upstream closed the connection mid-stream")
+            self._wake_reader()
 
     # --- httptools callbacks (head and parsed bodies) ---------------------------------------
 
@@ -163,14 +180,22 @@ class _Connection(asyncio.BufferedProtocol):
 
     # --- one call -----------------------------------------------------------------------------
 
-    async def call(self, head: bytes, body: bytes, *, read_timeout: float, limit: int) -> WholeAnswer:
-        """Send one request and read its answer; error answers (not 200) only up to `limit`."""
+    async def call(
+        self, head: bytes, body: bytes, *, read_timeout: float, limit: int, stream: bool = False
+    ) -> WholeAnswer:
+        """Send one request and read its answer; error answers (not 200) only up to `limit`.
+
+        With `stream`, a 200 is returned as soon as its head is read (its body empty): its body
+        then comes from `pieces()`, as it arrives."""
         assert self.transport is not None
         if self.closed or self.transport.is_closing():
             raise H1Error("the upstream closed the connection")
         self._state, self._filled, self._got, self._size = _HEAD, 0, 0, 0
         self._pieces, self._headers, self._status, self._parser = [], {}, 0, None
         self._body, self._limit, self._reusable = bytearray(), limit, False
+        self._stream_wanted, self._streaming, self._ended, self._error = stream, False, False, None
+        self._queue.clear()
+        self._queued, self._paused = 0, False
         waiter: asyncio.Future[WholeAnswer] = self._loop.create_future()
         self._waiter = waiter
         self._last_activity = self._loop.time()
@@ -238,7 +263,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._status = status
         leftover = memoryview(self._scratch)[head_end : self._filled]
         length = self._headers.get("content-length")
-        if status in (204, 304):
+        if status == 200 and self._stream_wanted:
+            self._start_stream(leftover, framed=length is not None or "transfer-encoding" in self._headers)
+        elif status in (204, 304):
             self._start_sized(0, leftover)
         elif "chunked" in self._headers.get("transfer-encoding", "").lower():
             self._state = _PARSED  # llhttp unframes it; pieces are kept and joined
@@ -277,6 +304,14 @@ class _Connection(asyncio.BufferedProtocol):
         self._parser.feed_data(data)
 
     def _keep_piece(self, piece: bytes) -> None:
+        if self._streaming:
+            self._queue.append(piece)
+            self._queued += len(piece)
+            if self._queued > STREAM_HIGH_WATER and not self._paused and self.transport is not None:
+                self._paused = True
+                self.transport.pause_reading()  # the client reads slower than the upstream sends
+            self._wake_reader()
+            return
         self._pieces.append(piece)
         self._got += len(piece)
         cap = MAX_ANSWER_BYTES if self._status == 200 else self._limit
@@ -286,6 +321,13 @@ class _Connection(asyncio.BufferedProtocol):
             self._finish(cut=True)
 
     def _finish(self, *, cut: bool = False) -> None:
+        if self._streaming:
+            state, self._state = self._state, _DONE
+            self._ended = True
+            sent = self.transport is None or self.transport.get_write_buffer_size() == 0
+            self._reusable = state == _PARSED and sent and self._keep_alive
+            self._wake_reader()
+            return
         waiter = self._waiter
         state, self._state = self._state, _DONE
         if state == _SIZED:
@@ -311,7 +353,62 @@ class _Connection(asyncio.BufferedProtocol):
     def _fail(self, exc: H1Error) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
+        if self._streaming and self._error is None:
+            self._error = exc
+            self._wake_reader()
         self.abort()
+
+    # --- a streamed answer ----------------------------------------------------------------------
+
+    def _start_stream(self, leftover: memoryview, *, framed: bool) -> None:
+        if not self._stream_buffer:
+            self._stream_buffer = bytearray(STREAM_READ_BYTES)
+        self._streaming = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(WholeAnswer(self._status, self._headers, b""))
+        if framed:
+            self._state = _PARSED  # llhttp unframes chunks (or counts a Content-Length)
+            if leftover:
+                self._feed(leftover)
+        else:
+            self._state = _UNTIL_EOF
+            if leftover:
+                self._keep_piece(bytes(leftover))
+
+    def _wake_reader(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    async def pieces(self, read_timeout: float) -> AsyncIterator[bytes]:
+        """The streamed body as it arrives; TimeoutError after `read_timeout` s of silence."""
+        while True:
+            while self._queue:
+                piece = self._queue.popleft()
+                self._queued -= len(piece)
+                if self._paused and self._queued <= STREAM_HIGH_WATER // 2 and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                yield piece
+            if self._error is not None:
+                raise self._error
+            if self._ended:
+                return
+            self._wake = self._loop.create_future()
+            try:
+                async with asyncio.timeout(read_timeout):
+                    await self._wake
+            finally:
+                self._wake = None
+
+    @property
+    def stream_ended(self) -> bool:
+        return self._ended and not self._queue
+
+    @property
+    def streaming(self) -> bool:
+        return self._streaming
 
 
 def _decoded(body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
@@ -400,6 +497,44 @@ class H1Pool:
             )
         return protocol
 
+    async def open_stream(
+        self, url: yarl.URL, body: bytes, headers: Mapping[str, str], *, limit: int
+    ) -> StreamedAnswer:
+        """POST `body` and return the answer once its head is read: a 200's body then comes from
+        `StreamedAnswer.pieces()`; any other status comes read whole (its first `limit` bytes).
+        The caller must `close()` it (in a `finally`)."""
+        head = request_head(url, headers, len(body))
+        async with asyncio.timeout(self._connect_timeout):
+            await self._slots.acquire()
+        origin = (url.scheme, url.raw_host or "", url.port or 0)
+        try:
+            connection = await self._connection(origin)
+            self._busy.add(connection)
+            try:
+                answer = await connection.call(
+                    head, body, read_timeout=self._read_timeout, limit=limit, stream=True
+                )
+            except BaseException:
+                self._busy.discard(connection)
+                raise
+        except BaseException:
+            self._slots.release()
+            raise
+        streamed = StreamedAnswer(self, origin, connection, answer, self._read_timeout)
+        if answer.status != 200:
+            streamed.close()  # read whole already: the connection goes back at once
+        return streamed
+
+    def _stream_done(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+        self._busy.discard(connection)
+        try:
+            if connection.stream_ended or not connection.streaming:
+                self._put_back(origin, connection)
+            else:
+                connection.abort()  # left early: the upstream must stop working for nobody
+        finally:
+            self._slots.release()
+
     def _put_back(self, origin: tuple[str, str, int], connection: _Connection) -> None:
         if self.closed or not connection.reusable:
             connection.abort()
@@ -433,3 +568,34 @@ class H1Pool:
                 idle.pop().abort()
         for connection in list(self._busy):
             connection.abort()
+
+
+class StreamedAnswer:
+    """An answer whose 200 body is read as it arrives (`H1Pool.open_stream`)."""
+
+    def __init__(
+        self,
+        pool: H1Pool,
+        origin: tuple[str, str, int],
+        connection: _Connection,
+        answer: WholeAnswer,
+        read_timeout: float,
+    ) -> None:
+        self._pool = pool
+        self._origin = origin
+        self._connection = connection
+        self._read_timeout = read_timeout
+        self.status = answer.status
+        self.headers = answer.headers
+        self.body = answer.body  # empty for a streamed 200
+        self._closed = False
+
+    def pieces(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive, in pieces of any size."""
+        return self._connection.pieces(self._read_timeout)
+
+    def close(self) -> None:
+        """Back to the pool when the body was read to its end; the connection is dropped if not."""
+        if not self._closed:
+            self._closed = True
+            self._pool._stream_done(self._origin, self._connection)

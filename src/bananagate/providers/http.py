@@ -14,6 +14,7 @@ import functools
 import logging
 import ssl
 import sys
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import aiohttp
@@ -25,7 +26,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from bananagate import __version__
 from bananagate.config import AuthStyle
 from bananagate.providers.base import ProviderError, UpstreamTimeout
-from bananagate.providers.h1pool import H1Error, H1Pool, WholeAnswer
+from bananagate.providers.h1pool import H1Error, H1Pool, StreamedAnswer, WholeAnswer
 from bananagate.providers.upstream_errors import unreachable
 
 # httpx logs every request URL at INFO, and with `?key=` auth the URL holds the upstream key.
@@ -147,6 +148,23 @@ class ChannelSession:
                 response.release()
         return await self._buffered_pool().post(url, body, {**BASE_HEADERS, **headers}, limit=MAX_ERROR_BODY)
 
+    async def open_stream(
+        self, url: yarl.URL, body: bytes, headers: dict[str, str]
+    ) -> StreamedAnswer | ProxiedStream:
+        """POST `body`; the answer once its head is read (a 200's body then comes from its
+        `pieces()`, any other status read whole, its first `MAX_ERROR_BODY` bytes). The caller
+        closes it: a stream read to its end goes back to the pool, one left early is hung up."""
+        if self._find_proxy() is not None:
+            response = await self.post(url, body, headers)
+            try:
+                error = await read_capped(response) if response.status != 200 else b""
+            except BaseException:
+                response.close()
+                raise
+            return ProxiedStream(response, error)
+        pool = self._buffered_pool()
+        return await pool.open_stream(url, body, {**BASE_HEADERS, **headers}, limit=MAX_ERROR_BODY)
+
     def _buffered_pool(self) -> H1Pool:
         loop = asyncio.get_running_loop()
         pool = self._pool
@@ -175,6 +193,25 @@ class ChannelSession:
         session, self._session = self._session, None
         if session is not None and self._loop is asyncio.get_running_loop():
             await session.close()
+
+
+class ProxiedStream:
+    """An aiohttp answer with `StreamedAnswer`'s shape (calls through a proxy)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, error_body: bytes) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+        self.body = error_body
+
+    def pieces(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    def close(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 # Bodies up to this size go out in one write with the request head (one small copy, one syscall).
