@@ -47,7 +47,12 @@ def statements(store: Store) -> list[str]:
 
 
 def segments(directory: Path) -> set[str]:
-    return {p.name for p in (directory / gallery_module.SEGMENT_DIR).iterdir()}
+    return {p.name for p in (directory / gallery_module.SEGMENT_DIR).glob("*.seg")}
+
+
+def pooled(directory: Path) -> set[str]:
+    """Freed segments kept for reuse."""
+    return {p.name for p in (directory / gallery_module.SEGMENT_DIR).glob("*.free")}
 
 
 def segment_bytes(directory: Path, name: str | None) -> bytes:
@@ -180,13 +185,16 @@ def test_a_segment_goes_with_its_last_row(
     _, second, third = (entry_of(gallery, ids[i]).segment for i in (0, 2, 4))
     gallery.max_bytes = 250
     assert gallery.evict() == 3  # all of the first segment's images, one of the second's
-    assert segments(directory) == {second, third}
+    assert segments(directory) == {second, third} and len(pooled(directory)) == 1
     assert [gallery.read(entry_of(gallery, i)) for i in ids[3:]] == [bytes([3]) * 100, bytes([4]) * 100]
     gallery.max_bytes = 0
     assert gallery.evict() == 2
     assert segments(directory) == {third}  # still being appended to: it stays
-    gallery.close()  # as at shutdown: the next sweep takes it
-    assert gallery.sweep() == 1 and segments(directory) == set()
+    assert len(pooled(directory)) == 2
+    monkeypatch.setattr(gallery_module, "SEGMENT_POOL_MAX", 0)  # the pool is full: unlinked
+    gallery.close()  # as at shutdown: the next sweep takes it, the pool is unlinked
+    assert pooled(directory) == set()
+    assert gallery.sweep() == 1 and segments(directory) == set() and pooled(directory) == set()
 
 
 def test_deleting_an_image_zeroes_its_range(
@@ -259,8 +267,44 @@ def test_a_read_never_returns_another_images_bytes(
         return real_pread(fd, size, offset)
 
     monkeypatch.setattr(gallery_module.os, "pread", evicted_meanwhile)
-    assert gallery.read(first) == bytes([1]) * 1000  # the segment it had open: its own bytes
-    assert gallery.read(first) is None  # afterwards its segment leads nowhere
+    # Its segment was freed and reused for image 2: the name it opened leads nowhere now.
+    assert gallery.read(first) is None
+    assert gallery.read(first) is None  # and afterwards
+    assert pooled(directory) == set()
+    assert [gallery.read(e) for e in reversed(gallery.page())] == [bytes([2]) * 1000, bytes([3]) * 1000]
+
+
+def test_freed_segments_are_overwritten_under_a_new_name(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gallery_module, "SEGMENT_MAX_BYTES", 250)
+    gallery, directory = store.gallery, data_dir / "gallery"
+    gallery.configure(directory, max_bytes=None)
+    ids = [gallery.add([image(i)])[0] for i in range(3)]  # segments: (0, 1), (2, open)
+    old = [entry_of(gallery, i) for i in ids]
+    inode = (directory / gallery_module.SEGMENT_DIR / str(old[0].segment)).stat().st_ino
+    gallery.max_bytes = 100
+    assert gallery.evict() == 2 and len(pooled(directory)) == 1
+    gallery.max_bytes = None
+    # Image 3 fills the open segment, image 4 goes to the freed one, renamed and overwritten.
+    new = [entry_of(gallery, gallery.add([image(i, size=150)])[0]) for i in (3, 4)]
+    assert new[0].segment == old[2].segment and new[1].segment not in {e.segment for e in old}
+    assert new[1].segment_offset == 0 and pooled(directory) == set()
+    assert (directory / gallery_module.SEGMENT_DIR / str(new[1].segment)).stat().st_ino == inode
+    assert segment_bytes(directory, new[1].segment)[:200] == bytes([4]) * 150 + bytes([1]) * 50
+    assert [gallery.read(e) for e in new] == [bytes([3]) * 150, bytes([4]) * 150]
+    # The evicted images' place is no longer theirs: reads and zeroing through it do nothing.
+    assert gallery.read(old[0]) is None and gallery.read(old[1]) is None
+    gallery.discard([{"segment": old[0].segment, "segment_offset": 0, "size_bytes": 100, "file_name": "x"}])
+    assert gallery.read(new[1]) == bytes([4]) * 150
+    # Pool files other processes left (and leave alone) go after the grace period.
+    stale = directory / gallery_module.SEGMENT_DIR / ("ab" * 16 + ".free")
+    stale.write_bytes(b"x")
+    gallery.sweep()
+    assert stale.exists()
+    monkeypatch.setattr(gallery_module, "SEGMENT_GRACE_SECONDS", 0.0)
+    gallery.sweep()
+    assert not stale.exists()
 
 
 def legacy_row(name: str, size: int) -> dict[str, Any]:

@@ -8,17 +8,23 @@ image. Rows live in the `gallery_images` table; `file_name` stays the image's un
 (its thumbnail's name), and rows from before segments (no `segment`) name a file of their own.
 
 The directory has a size cap: after inserts the oldest rows go until the total fits again, then
-every segment no row names any more is unlinked. Bytes are written before their rows and rows
-are deleted before their bytes, so a row never points at bytes that are not (yet, or any more)
-there on purpose. A segment's name is never reused and its bytes are never overwritten by another
-image's, so a (segment, offset, size) read gives that image's bytes or nothing: no check after
-reading is needed. An image a user deletes has its range overwritten with zeros at once.
+every segment no row names any more is freed. Bytes are written before their rows and rows are
+deleted before their bytes, so a row never points at bytes that are not (yet, or any more) there
+on purpose. An image a user deletes has its range overwritten with zeros at once.
 
-Segments are only ever appended to by the process that created them (O_EXCL), one open segment
-per repository at a time; a segment holding rows written but not inserted yet stays. Several
-processes share a directory: a segment of another process is only unlinked once it was left
-alone for `SEGMENT_GRACE_SECONDS` (a process moves on to a new segment when its current one was
-idle for `SEGMENT_IDLE_SECONDS`, a fraction of that), so it is never unlinked under its writer.
+A process keeps up to `SEGMENT_POOL_MAX` of its own freed segments for reuse: overwriting blocks
+that are already allocated costs a third of appending (~0.15 ms per image). A freed segment is
+renamed (to `<random>.free`) before anything overwrites it and gets a new random name when it is
+reused, and names are never reused, so `read` knows it got the image it asked for when, after
+reading, the segment's name still leads to the file it read. Zeroing a range checks the same
+under a shared `flock`, which reuse waits for.
+
+Segments are only ever appended to by the process that created them (O_EXCL, or a rename of its
+own freed one), one open segment per repository at a time; a segment holding rows written but not
+inserted yet stays. Several processes share a directory: a segment of another process is only
+unlinked once it was left alone for `SEGMENT_GRACE_SECONDS` (a process moves on to a new segment
+when its current one was idle for `SEGMENT_IDLE_SECONDS`, a fraction of that), so it is never
+unlinked under its writer; other processes' segments are never reused.
 
 With several gateway hosts sharing one database each host keeps its own files; a row whose
 bytes are on another host shows as missing there.
@@ -57,6 +63,11 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: segments are unlinked, never recycled
+    fcntl = None  # type: ignore[assignment]
 from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
 
 FILE_NAME_RE = re.compile(r"[0-9a-f]{32}\.(png|jpg|webp|heic|heif|gif)")
@@ -72,6 +83,9 @@ SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 # row names only once it was not written to for the (much longer) grace period.
 SEGMENT_IDLE_SECONDS = 60.0
 SEGMENT_GRACE_SECONDS = 600.0
+# Segments of its own a process keeps for reuse once no row names them (renamed to `.free`).
+SEGMENT_POOL_MAX = 2
+FREE_NAME_RE = re.compile(r"[0-9a-f]{32}\.free")
 # Files of the per-file layout's recycling pool (before segments), removed at eviction.
 _OLD_RECYCLE_DIR = ".recycle"
 
@@ -172,6 +186,15 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes | None:
     return b"".join(parts)
 
 
+def _same_file(fd: int, path: str) -> bool:
+    """Whether `path` still leads to the file open as `fd`."""
+    try:
+        named, opened = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_ino, named.st_dev) == (opened.st_ino, opened.st_dev)
+
+
 class _Segment:
     """The segment a repository appends to: its file, name and end, and when it was written."""
 
@@ -228,19 +251,26 @@ class GalleryRepository:
         self._unsettled: Counter[str] = Counter()
         # Segments this process made and no longer appends to: free as soon as no row names them.
         self._left: set[str] = set()
+        # Freed segments of this process waiting to be overwritten (names of `.free` files).
+        self._pool: list[str] = []
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         with self._lock:
             self._leave_segment()
+            self._pool = []  # left for the sweep (of this or another process) to unlink
             self.directory = directory
             self.max_bytes = max_bytes
             self._unchecked_bytes = None
             self._dir_made = False
 
     def close(self) -> None:
-        """Stop appending to the current segment (the next write starts a new one)."""
+        """Stop appending to the current segment (the next write starts a new one), and give the
+        freed segments kept for reuse back to the disk."""
         with self._lock:
             self._leave_segment()
+            pool, self._pool = self._pool, []
+        for name in pool:
+            self._unlink_segment(name)
 
     def _session(self) -> Session:
         return self._sessions()
@@ -332,13 +362,40 @@ class GalleryRepository:
             return segment.name, offset
 
     def _open_segment(self) -> _Segment:
-        """With the lock held: a new segment, created by this process alone (O_EXCL)."""
+        """With the lock held: a new segment, created by this process alone (O_EXCL), or one of
+        its freed ones under a new name, to be overwritten."""
         name = secrets.token_hex(16) + ".seg"
+        while self._pool:
+            reused = self._reuse(self._pool.pop(), name)
+            if reused is not None:
+                return reused
         try:
             fd = os.open(os.path.join(self._segments_dir(), name), _NEW_FILE, 0o666)
         except FileNotFoundError:  # the directory was removed under us: make it again
             self._dir_made = False
             fd = os.open(os.path.join(self._segments_dir(), name), _NEW_FILE, 0o666)
+        return _Segment(fd, name)
+
+    def _reuse(self, free: str, name: str) -> _Segment | None:
+        """With the lock held: the freed segment `free` renamed to `name`, or None if it is gone.
+
+        Its old name led nowhere since it was freed, so reads of its images fail their check
+        and no zeroing starts on it; an exclusive lock waits for a zeroing that started before
+        (`_zero`) to finish. A fresh mtime keeps other processes' sweeps off it."""
+        assert self.directory is not None and fcntl is not None
+        directory = os.path.join(self.directory, SEGMENT_DIR)
+        try:
+            fd = os.open(os.path.join(directory, free), _WRITE_FILE)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.utime(fd)
+            os.rename(os.path.join(directory, free), os.path.join(directory, name))
+        except OSError:
+            os.close(fd)
+            return None
         return _Segment(fd, name)
 
     def _leave_segment(self) -> None:
@@ -418,6 +475,10 @@ class GalleryRepository:
         except OSError:
             return
         try:
+            if fcntl is not None:  # a freed segment is not reused while it is zeroed (`_reuse`)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                if not _same_file(fd, path):
+                    return  # freed meanwhile: the range is no image's any more
             zeros = bytes(min(size, 1 << 20))
             end = offset + size
             while offset < end:
@@ -509,7 +570,7 @@ class GalleryRepository:
                 self.thumb_path(name).unlink()
 
     def sweep(self) -> int:
-        """Unlink the segments on disk that no row names (see `_free`); how many went. Files of
+        """Free the segments on disk that no row names (see `_free`); how many went. Files of
         the per-file layout's recycling pool go too."""
         if self.directory is None:
             return 0
@@ -518,6 +579,16 @@ class GalleryRepository:
         except OSError:
             names = []
         freed = self._free(names)
+        # Freed segments another process (or an earlier run) kept for reuse and then left alone.
+        now = time.time()
+        with self._lock:
+            pool = set(self._pool)
+        for name in names:
+            if FREE_NAME_RE.fullmatch(name) and name not in pool:
+                path = os.path.join(self.directory, SEGMENT_DIR, name)
+                with contextlib.suppress(OSError):
+                    if now - os.stat(path).st_mtime >= SEGMENT_GRACE_SECONDS:
+                        os.unlink(path)
         old_pool = self.directory / _OLD_RECYCLE_DIR
         with contextlib.suppress(OSError):
             for name in os.listdir(old_pool):
@@ -527,9 +598,10 @@ class GalleryRepository:
         return freed
 
     def _free(self, names: Iterable[str]) -> int:
-        """Unlink those segments of `names` that no row names and that nobody may still append
+        """Free those segments of `names` that no row names and that nobody may still append
         to or insert rows for: this repository's own once it has left them and settled their
-        rows, another process's (or an earlier run's) once untouched for the grace period."""
+        rows (kept for reuse while the pool has room, else unlinked), another process's (or an
+        earlier run's) once untouched for the grace period (unlinked)."""
         now = time.time()
         candidates: list[str] = []
         with self._lock:
@@ -558,19 +630,39 @@ class GalleryRepository:
         for name in candidates:
             if name in named:
                 continue
-            path = self._segment_path(name)
-            assert path is not None
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass  # another process freed it first
-            except OSError:
-                continue
-            else:
-                freed += 1
             with self._lock:
+                mine = name in self._left
                 self._left.discard(name)
+                if mine and fcntl is not None and len(self._pool) < SEGMENT_POOL_MAX:
+                    free = self._keep_for_reuse(name)
+                    if free is not None:
+                        self._pool.append(free)
+                        freed += 1
+                        continue
+            freed += self._unlink_segment(name)
         return freed
+
+    def _keep_for_reuse(self, name: str) -> str | None:
+        """Rename a freed segment out of the way (its images' reads fail their check from now
+        on): the `.free` name it has in the pool, or None if that failed."""
+        assert self.directory is not None
+        directory = os.path.join(self.directory, SEGMENT_DIR)
+        free = secrets.token_hex(16) + ".free"
+        try:
+            os.rename(os.path.join(directory, name), os.path.join(directory, free))
+            os.utime(os.path.join(directory, free))  # other processes' sweeps keep off it
+        except OSError:
+            return None
+        return free
+
+    def _unlink_segment(self, name: str) -> int:
+        """Unlink a segment (or a `.free` one); 1 if this call removed it."""
+        assert self.directory is not None
+        try:
+            os.unlink(os.path.join(self.directory, SEGMENT_DIR, name))
+        except OSError:
+            return 0  # another process freed it first (or it cannot be: the sweep tries again)
+        return 1
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -622,9 +714,8 @@ class GalleryRepository:
         return int(count or 0), int(size or 0)
 
     def read(self, entry: GalleryEntry) -> bytes | None:
-        """The entry's bytes, or None when they are not (or no longer) here. A segment's name
-        is never reused and its ranges never hold another image, so what a read finds at the
-        entry's place is its image (or zeros, once deleted while it was read) or nothing."""
+        """The entry's bytes, or None when they are not (or no longer) here. An image evicted
+        while it was read may have had its segment reused for others: that read gives None."""
         if self.directory is None:
             return None
         if entry.segment is None:
@@ -637,7 +728,10 @@ class GalleryRepository:
         except OSError:
             return None
         try:
-            return _pread_all(fd, entry.size_bytes, entry.segment_offset)
+            data = _pread_all(fd, entry.size_bytes, entry.segment_offset)
+            # A freed segment is renamed before it is overwritten with other images: when the
+            # name still leads to the file that was read, the bytes are this image's.
+            return data if data is not None and _same_file(fd, path) else None
         except OSError:
             return None
         finally:
