@@ -1,16 +1,18 @@
-"""Keep-alive HTTP/1.1 connections for a channel's whole-answer calls (`generateContent`), each
-answer read straight into one buffer of its declared size.
+"""Keep-alive HTTP/1.1 connections for a channel's calls: a whole answer (`generateContent`) is
+read straight into one buffer of its declared size; a stream (`?alt=sse`) is handed over piece by
+piece as it arrives.
 
-Why not aiohttp here (it still carries streams, and calls through a proxy): for a 1.4 MB answer it
-copies every byte three times (the loop's read buffer into a `bytes` per read, the parser's pieces,
-their join) and runs its parser and stream reader in between. An `asyncio.BufferedProtocol` lets
-the event loop `recv_into` the answer's final buffer, so the kernel's copy is the only one; on this
-workload that halves the gateway's CPU for the upstream read (`python -m bench.ab`, issue #9).
+Why not aiohttp (which now carries only calls through a proxy, `providers.proxied`): for a 1.4 MB
+answer it copies every byte three times (the loop's read buffer into a `bytes` per read, the
+parser's pieces, their join) and runs its parser and stream reader in between. An
+`asyncio.BufferedProtocol` lets the event loop `recv_into` the answer's final buffer, so the
+kernel's copy is the only one; on this workload that halves the gateway's CPU for the upstream
+read (`python -m bench.ab`, issue #9).
 
-The request head is parsed by httptools (llhttp, the parser uvicorn uses), fed only the head's
+The answer's head is parsed by httptools (llhttp, the parser uvicorn uses), fed only the head's
 bytes; a `Content-Length` body is then read by the protocol itself. Chunked and close-delimited
 answers, and gzip/deflate, are handled too (through the parser, with a copy), so any upstream
-works. Only what `generateContent` needs is here: POST, no redirects, no proxies, no pipelining.
+works. Only what the Gemini calls need is here: POST, no redirects, no proxies, no pipelining.
 """
 
 from __future__ import annotations
