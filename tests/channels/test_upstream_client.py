@@ -10,6 +10,8 @@ import gc
 import gzip
 import itertools
 import logging
+import subprocess
+import sys
 import time
 import tracemalloc
 import warnings
@@ -479,3 +481,26 @@ async def test_a_proxy_from_the_environment_carries_whole_answer_calls(
         await built.aclose()
     assert got.body == ANSWER
     assert upstream.seen[0].target.startswith("http://upstream.example.test/v1beta/models/")
+
+
+async def test_a_proxy_carries_streams_too_and_a_gateway_without_one_never_loads_aiohttp(
+    upstream: RawUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", upstream.url)
+    upstream.script.append(sse(ANSWER, ANSWER))
+    built = channel("http://upstream.example.test")
+    try:
+        events = [e async for e in provider(built).stream(call(method="streamGenerateContent"))]
+    finally:
+        await built.aclose()
+    assert events == [ANSWER, ANSWER]
+    assert upstream.seen[0].target.startswith("http://upstream.example.test/v1beta/models/")
+    # The server's own modules leave aiohttp alone (it is ~9 MB of memory).
+    probe = "import sys, bananagate.cli.serve, bananagate.server.app; print('aiohttp' in sys.modules)"
+    env = {"PATH": "/usr/bin:/bin"}
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, env=env, check=True).stdout
+        == b"False\n"
+    )
