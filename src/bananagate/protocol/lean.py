@@ -20,7 +20,7 @@ import binascii
 
 import pybase64
 
-from bananagate.protocol.scan import skip_ws
+from bananagate.protocol.scan import Bytes, skip_ws
 
 Span = tuple[int, int]
 
@@ -33,13 +33,13 @@ _WS = b" \t\r\n"
 _MAX_BLOB_HEAD = 256
 
 
-def _skip_ws_back(body: bytes, i: int) -> int:
+def _skip_ws_back(body: Bytes, i: int) -> int:
     while i >= 0 and body[i] in _WS:
         i -= 1
     return i
 
 
-def _in_blob(body: bytes, key_at: int) -> bool:
+def _in_blob(body: Bytes, key_at: int) -> bool:
     """True when the `"data"` key at `key_at` is a member of an `inlineData` object."""
     brace = body.rfind(b"{", max(0, key_at - _MAX_BLOB_HEAD), key_at)
     if brace < 0:
@@ -55,7 +55,7 @@ def _in_blob(body: bytes, key_at: int) -> bool:
     return any(body.endswith(key, 0, key_end) for key in _BLOB_KEYS)
 
 
-def lean_spans(body: bytes) -> list[Span] | None:
+def lean_spans(body: Bytes) -> list[Span] | None:
     """Byte spans (start, end) of every inline image's Base64, in document order; None when the
     body is not one the lean path can read exactly (see module docstring)."""
     if len(body) < LEAN_MIN_BYTES:
@@ -79,10 +79,10 @@ def lean_spans(body: bytes) -> list[Span] | None:
     return spans
 
 
-def skeleton_of(body: bytes, spans: list[Span]) -> bytes | None:
+def skeleton_of(body: Bytes, spans: list[Span]) -> bytes | None:
     """The body with each span emptied; None when text outside the spans holds an escaped quote
     (then a quote found by byte search might sit inside a string, and the spans could be wrong)."""
-    pieces: list[bytes] = []
+    pieces: list[Bytes] = []
     start = 0
     for a, b in spans:
         pieces.append(body[start:a])
@@ -93,7 +93,7 @@ def skeleton_of(body: bytes, spans: list[Span]) -> bytes | None:
     return b"".join(pieces)
 
 
-def is_strict_base64(body: bytes, span: Span) -> bool:
+def is_strict_base64(body: Bytes, span: Span) -> bool:
     """Canonical standard-alphabet Base64 with padding, nothing else (decoded and dropped: a
     SIMD decode is the fastest full check there is)."""
     a, b = span

@@ -13,6 +13,7 @@ from bananagate.protocol import base64codec
 from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, ImageModel
 from bananagate.protocol.errors import ApiError, FieldViolation, invalid_argument
 from bananagate.protocol.lean import is_strict_base64, lean_spans, skeleton_of
+from bananagate.protocol.scan import Bytes
 from bananagate.protocol.wire import Content, GenerateContentRequest
 
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
@@ -58,9 +59,9 @@ def _quote(value: object) -> str:
     return '"' + text.replace('"', '\\"') + '"'
 
 
-def load_json_object(body: bytes) -> dict[str, Any]:
+def load_json_object(body: Bytes) -> dict[str, Any]:
     """Parse a JSON request body that must be an object."""
-    if not body.strip():
+    if not body or body.isspace():  # (a bytearray's strip() would copy a 21 MB body)
         raise invalid_argument("Invalid JSON payload received. Empty request body.")
     try:
         data = orjson.loads(body)
@@ -183,7 +184,7 @@ def _check_bytes(value: str | None, path: str, violations: list[FieldViolation])
         )
 
 
-def lean_request(body: bytes) -> GenerateContentRequest | None:
+def lean_request(body: Bytes) -> GenerateContentRequest | None:
     """The request parsed without its inline images' Base64 (protocol/lean.py), whose spans it
     carries in `elided_spans`; None when only a full parse can read this body exactly."""
     spans = lean_spans(body)
@@ -212,7 +213,7 @@ def _has_inline_data(content: Content | None) -> bool:
     return content is not None and any(part.inline_data is not None for part in content.parts)
 
 
-def parse_and_check(body: bytes, model: ImageModel, *, lean: bool = False) -> GenerateContentRequest:
+def parse_and_check(body: Bytes, model: ImageModel, *, lean: bool = False) -> GenerateContentRequest:
     """Everything the gateway checks before a call: JSON, shapes, then the model's rules.
 
     With `lean`, a big body's image Base64 is checked in place instead of being parsed into

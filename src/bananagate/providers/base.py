@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 from bananagate.protocol.catalog import ImageModel
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.response import Usage
+from bananagate.protocol.scan import Bytes
 from bananagate.protocol.wire import GenerateContentRequest
 
 Method = Literal["generateContent", "streamGenerateContent"]
@@ -25,7 +26,7 @@ class Call:
     model: ImageModel
     model_id: str  # the id the client asked for (may be an alias of model.id)
     method: Method
-    body: bytes
+    body: Bytes  # a bytearray when a big request was read into one buffer (server.body)
     request: GenerateContentRequest
     headers: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import httptools
 import yarl
 
+from bananagate.protocol.scan import Bytes
+
 # Request heads and the first bytes after them land in a per-connection scratch buffer.
 SCRATCH_BYTES = 64 * 1024
 MAX_HEAD_BYTES = SCRATCH_BYTES
@@ -183,7 +185,7 @@ class _Connection(asyncio.BufferedProtocol):
     # --- one call -----------------------------------------------------------------------------
 
     async def call(
-        self, head: bytes, body: bytes, *, read_timeout: float, limit: int, stream: bool = False
+        self, head: bytes, body: Bytes, *, read_timeout: float, limit: int, stream: bool = False
     ) -> WholeAnswer:
         """Send one request and read its answer; error answers (not 200) only up to `limit`.
 
@@ -457,7 +459,7 @@ class H1Pool:
         self.closed = False
 
     async def post(
-        self, url: yarl.URL, body: bytes, headers: Mapping[str, str], *, limit: int
+        self, url: yarl.URL, body: Bytes, headers: Mapping[str, str], *, limit: int
     ) -> WholeAnswer:
         """POST `body` as it is and read the answer whole (one not 200: its first `limit` bytes)."""
         head = request_head(url, headers, len(body))
@@ -500,7 +502,7 @@ class H1Pool:
         return protocol
 
     async def open_stream(
-        self, url: yarl.URL, body: bytes, headers: Mapping[str, str], *, limit: int
+        self, url: yarl.URL, body: Bytes, headers: Mapping[str, str], *, limit: int
     ) -> StreamedAnswer:
         """POST `body` and return the answer once its head is read: a 200's body then comes from
         `StreamedAnswer.pieces()`; any other status comes read whole (its first `limit` bytes).

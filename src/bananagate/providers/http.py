@@ -22,6 +22,7 @@ import yarl
 
 from bananagate import __version__
 from bananagate.config import AuthStyle
+from bananagate.protocol.scan import Bytes
 from bananagate.providers.base import ProviderError, UpstreamTimeout
 from bananagate.providers.h1pool import H1Error, H1Pool, WholeAnswer
 from bananagate.providers.upstream_errors import unreachable
@@ -115,7 +116,7 @@ class ChannelSession:
         )
         return self._proxied
 
-    async def call(self, url: yarl.URL, body: bytes, headers: dict[str, str]) -> WholeAnswer:
+    async def call(self, url: yarl.URL, body: Bytes, headers: dict[str, str]) -> WholeAnswer:
         """POST `body` as it is and read the whole answer (one that is not a 200: its first
         `MAX_ERROR_BODY` bytes)."""
         route = self._proxy()
@@ -123,7 +124,7 @@ class ChannelSession:
             return await self._through_proxy(route).call(url, body, headers, limit=MAX_ERROR_BODY)
         return await self._buffered_pool().post(url, body, {**BASE_HEADERS, **headers}, limit=MAX_ERROR_BODY)
 
-    async def open_stream(self, url: yarl.URL, body: bytes, headers: dict[str, str]) -> Streamed:
+    async def open_stream(self, url: yarl.URL, body: Bytes, headers: dict[str, str]) -> Streamed:
         """POST `body`; the answer once its head is read (a 200's body then comes from its
         `pieces()`, any other status read whole, its first `MAX_ERROR_BODY` bytes). The caller
         closes it: a stream read to its end goes back to the pool, one left early is hung up."""

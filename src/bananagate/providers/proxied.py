@@ -18,6 +18,7 @@ import yarl
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import get_env_proxy_for_url
 
+from bananagate.protocol.scan import Bytes
 from bananagate.providers.h1pool import H1Error, WholeAnswer
 
 
@@ -64,7 +65,7 @@ class ProxiedSession:
             connector=connector, timeout=timeout, headers={"user-agent": user_agent}, raise_for_status=False
         )
 
-    async def _post(self, url: yarl.URL, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _post(self, url: yarl.URL, body: Bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
             return await self._session.post(
                 url,
@@ -77,7 +78,7 @@ class ProxiedSession:
         except aiohttp.ClientError as exc:
             raise H1Error(type(exc).__name__) from None
 
-    async def call(self, url: yarl.URL, body: bytes, headers: dict[str, str], *, limit: int) -> WholeAnswer:
+    async def call(self, url: yarl.URL, body: Bytes, headers: dict[str, str], *, limit: int) -> WholeAnswer:
         """The whole answer (one that is not a 200: its first `limit` bytes)."""
         response = await self._post(url, body, headers)
         try:
@@ -91,7 +92,7 @@ class ProxiedSession:
             response.release()
 
     async def open_stream(
-        self, url: yarl.URL, body: bytes, headers: dict[str, str], *, limit: int
+        self, url: yarl.URL, body: Bytes, headers: dict[str, str], *, limit: int
     ) -> ProxiedStream:
         """The answer at its head (a 200 streams from `pieces()`; others come read whole)."""
         response = await self._post(url, body, headers)
@@ -140,7 +141,7 @@ class RawBody(aiohttp.BytesPayload):
     """Request bytes sent as they are, without a copy. BytesPayload itself warns above 1 MB, fearing
     a blocking write; a transport write never blocks, and image requests are routinely bigger."""
 
-    def __init__(self, value: bytes, content_type: str = "application/json") -> None:
+    def __init__(self, value: Bytes, content_type: str = "application/json") -> None:
         aiohttp.payload.Payload.__init__(self, value, content_type=content_type)
         self._size = self._length = len(value)
 

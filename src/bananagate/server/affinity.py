@@ -70,7 +70,7 @@ def image_digest(data: str | bytes | memoryview) -> str:
     return hashlib.sha256(b"img\0%d\0" % end + sample).hexdigest()[:32]
 
 
-def request_digests(request: GenerateContentRequest, body: bytes = b"") -> list[str]:
+def request_digests(request: GenerateContentRequest, body: Bytes = b"") -> list[str]:
     """Digests of the signatures and inline images in a request's history, newest first.
 
     A lean-parsed request's image data is read from `body`, at its `elided_spans`."""

@@ -80,23 +80,43 @@ class TimedReceive:
         return message
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body as one bytes object; 413 as soon as it is known to exceed `limit`."""
+# Bodies from this size on are read into one buffer. Below it, the pieces and their join are no
+# memory to speak of, and a 1.4 MB body read into one cost up to 8 % more CPU (A/B, i2i c=8).
+ONE_BUFFER_FROM = 8 * 1024 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes | bytearray:
+    """The whole body; 413 as soon as it is known to exceed `limit`.
+
+    A big body with a `Content-Length` lands in one buffer of that size as its pieces arrive (a
+    bytearray): joining the pieces at the end held each 21 MB body twice, and the heap's holes
+    of those joins were most of the gateway's memory with several such bodies in flight."""
     declared = request.headers.get("content-length")
+    expected: int | None = None
     if declared is not None:
         try:
-            if int(declared) > limit:
-                raise payload_too_large(limit)
+            expected = int(declared)
         except ValueError:
             raise ApiError(400, "Invalid Content-Length header.", "INVALID_ARGUMENT") from None
+        if expected > limit:
+            raise payload_too_large(limit)
+    buffer = bytearray(expected) if expected is not None and expected >= ONE_BUFFER_FROM else None
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
+            if buffer is not None and size + len(chunk) <= len(buffer):
+                buffer[size : size + len(chunk)] = chunk
+                size += len(chunk)
+                continue
             size += len(chunk)
             if size > limit:
                 raise payload_too_large(limit)
             chunks.append(chunk)
     except ClientDisconnect:
         raise client_closed() from None
+    if buffer is not None:
+        if chunks or size != len(buffer):  # the server frames by Content-Length: never, but safe
+            return bytes(buffer[: min(size, len(buffer))]) + b"".join(chunks)
+        return buffer
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from bananagate.protocol.catalog import ImageModel, strip_model_prefix
 from bananagate.protocol.errors import ApiError, invalid_argument, model_not_found
+from bananagate.protocol.scan import Bytes
 from bananagate.protocol.validation import load_json_object, parse_and_check, parse_generate_request
 from bananagate.providers.base import Call, Method, UpstreamError, UpstreamTimeout
 from bananagate.server.auth import Authenticator, Principal
@@ -24,7 +25,7 @@ from bananagate.server.responses import JSON_TYPE, error_response, json_response
 from bananagate.server.timing import SERVER_TIMING, answer_headers, timing_of
 
 # `:batchGenerateContent` (request, principal, model, requested model id, body): queues a batch.
-BatchHandler = Callable[[Request, Principal, ImageModel, str, bytes], Awaitable[Response]]
+BatchHandler = Callable[[Request, Principal, ImageModel, str, Bytes], Awaitable[Response]]
 
 log = logging.getLogger("bananagate.server")
 
@@ -150,7 +151,7 @@ class GeminiRoutes:
             )
         return json_response(model_resource(model, model_id))
 
-    def count_tokens(self, body: bytes, model: ImageModel) -> Response:
+    def count_tokens(self, body: Bytes, model: ImageModel) -> Response:
         data = load_json_object(body)
         # Google also accepts the request wrapped as {"generateContentRequest": {...}}.
         inner = data.get("generateContentRequest") or data.get("generate_content_request")
@@ -159,7 +160,7 @@ class GeminiRoutes:
         image_tokens = len(request.input_images()) * model.input_image_tokens
         return json_response({"totalTokens": text_tokens + image_tokens})
 
-    def _call(self, request: Request, model: ImageModel, model_id: str, method: Method, body: bytes) -> Call:
+    def _call(self, request: Request, model: ImageModel, model_id: str, method: Method, body: Bytes) -> Call:
         parsed = parse_and_check(body, model, lean=True)  # the Base64 is checked, not parsed
         headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
         return Call(

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from bananagate.protocol.catalog import ImageModel, strip_model_prefix
 from bananagate.protocol.errors import ApiError, invalid_argument, model_not_found
+from bananagate.protocol.scan import Bytes
 from bananagate.protocol.validation import load_json_object, parse_and_check
 from bananagate.providers.base import Call
 from bananagate.server.auth import Principal
@@ -205,7 +206,7 @@ class JobRoutes:
             render=error_response,
         )
 
-    async def _submit_body(self, request: Request, principal: Principal, raw: bytes) -> Response:
+    async def _submit_body(self, request: Request, principal: Principal, raw: Bytes) -> Response:
         data = load_json_object(raw)
         model_id = _pop(data, "model")
         webhook_url = _pop(data, "webhook_url", "webhookUrl")
@@ -250,7 +251,7 @@ class JobRoutes:
     # --- batches --------------------------------------------------------------------------------
 
     async def batch_generate(
-        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: bytes
+        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: Bytes
     ) -> Response:
         return await idempotent(
             self.gemini.idempotency,
@@ -264,7 +265,7 @@ class JobRoutes:
         )
 
     async def _batch_generate(
-        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: bytes
+        self, request: Request, principal: Principal, model: ImageModel, model_id: str, body: Bytes
     ) -> Response:
         data = load_json_object(body)
         batch = data.get("batch")
