@@ -39,10 +39,12 @@ log = logging.getLogger("bananagate.console")
 # Both spellings of the key start so: one search that stops at the first, where a miss for
 # `"inlineData"` in a snake_case answer would walk all of its megabytes first.
 _IMAGE_MARKER = b'"inline'
-# ~22 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
+# ~11 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
 # and requests then wait for it (`room`) rather than the gateway's memory growing (issue #9's
-# bound is 150 MB of RSS at 8 concurrent 1.4 MB answers, the backlog included).
-MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+# bound is 150 MB of RSS at 8 concurrent 1.4 MB answers, the backlog included). Half of the
+# 32 MiB it was: with the writer the bottleneck the queue is always full, and fewer answers
+# held cost less (A/B t2i c=8, gallery on: CPU per request 0.78, throughput 1.23).
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 # How often a request held back by a full backlog looks again (a rare state; polling is enough).
 _ROOM_POLL_SECONDS = 0.002
 # How long `submit` waits for room in a full backlog before it gives the answer's images up as
