@@ -63,12 +63,18 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: segments are unlinked, never recycled
-    fcntl = None  # type: ignore[assignment]
 from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
+from bananagate.store.segment_files import (
+    CAN_LOCK,
+    NEW_FILE,
+    READ_FILE,
+    Segment,
+    pread_all,
+    pwrite_all,
+    reuse_segment,
+    same_file,
+    zero_range,
+)
 
 FILE_NAME_RE = re.compile(r"[0-9a-f]{32}\.(png|jpg|webp|heic|heif|gif)")
 # Prompts can be long; the gallery keeps enough to recognise one.
@@ -158,53 +164,6 @@ class GalleryEntry:
 
 
 _TABLE = cast(Table, GalleryImage.__table__)
-_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_READ_FILE = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-_WRITE_FILE = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-
-
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
-def _pread_all(fd: int, size: int, offset: int) -> bytes | None:
-    """`size` bytes at `offset`, or None when the file ends before."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            return None
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def _same_file(fd: int, path: str) -> bool:
-    """Whether `path` still leads to the file open as `fd`."""
-    try:
-        named, opened = os.stat(path), os.fstat(fd)
-    except OSError:
-        return False
-    return (named.st_ino, named.st_dev) == (opened.st_ino, opened.st_dev)
-
-
-class _Segment:
-    """The segment a repository appends to: its file, name and end, and when it was written."""
-
-    __slots__ = ("end", "fd", "name", "written_at")
-
-    def __init__(self, fd: int, name: str) -> None:
-        self.fd = fd
-        self.name = name
-        self.end = 0
-        self.written_at = time.monotonic()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +205,7 @@ class GalleryRepository:
         self._dir_made = False
         # The writer thread appends and evicts, console threads delete: segment state is shared.
         self._lock = threading.Lock()
-        self._segment: _Segment | None = None  # the one this repository appends to
+        self._segment: Segment | None = None  # the one this repository appends to
         # Rows written into a segment but not inserted or discarded yet, by segment: it stays.
         self._unsettled: Counter[str] = Counter()
         # Segments this process made and no longer appends to: free as soon as no row names them.
@@ -352,7 +311,7 @@ class GalleryRepository:
                 segment = self._segment = self._open_segment()
             offset = segment.end
             try:
-                _pwrite_all(segment.fd, data, offset)
+                pwrite_all(segment.fd, data, offset)
             except BaseException:
                 self._leave_segment()  # its end is unknown now: nothing more goes into it
                 raise
@@ -361,7 +320,7 @@ class GalleryRepository:
             self._unsettled[segment.name] += 1
             return segment.name, offset
 
-    def _open_segment(self) -> _Segment:
+    def _open_segment(self) -> Segment:
         """With the lock held: a new segment, created by this process alone (O_EXCL), or one of
         its freed ones under a new name, to be overwritten."""
         name = secrets.token_hex(16) + ".seg"
@@ -370,33 +329,20 @@ class GalleryRepository:
             if reused is not None:
                 return reused
         try:
-            fd = os.open(os.path.join(self._segments_dir(), name), _NEW_FILE, 0o666)
+            fd = os.open(os.path.join(self._segments_dir(), name), NEW_FILE, 0o666)
         except FileNotFoundError:  # the directory was removed under us: make it again
             self._dir_made = False
-            fd = os.open(os.path.join(self._segments_dir(), name), _NEW_FILE, 0o666)
-        return _Segment(fd, name)
+            fd = os.open(os.path.join(self._segments_dir(), name), NEW_FILE, 0o666)
+        return Segment(fd, name)
 
-    def _reuse(self, free: str, name: str) -> _Segment | None:
+    def _reuse(self, free: str, name: str) -> Segment | None:
         """With the lock held: the freed segment `free` renamed to `name`, or None if it is gone.
 
         Its old name led nowhere since it was freed, so reads of its images fail their check
         and no zeroing starts on it; an exclusive lock waits for a zeroing that started before
         (`_zero`) to finish. A fresh mtime keeps other processes' sweeps off it."""
-        assert self.directory is not None and fcntl is not None
-        directory = os.path.join(self.directory, SEGMENT_DIR)
-        try:
-            fd = os.open(os.path.join(directory, free), _WRITE_FILE)
-        except OSError:
-            return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.utime(fd)
-            os.rename(os.path.join(directory, free), os.path.join(directory, name))
-        except OSError:
-            os.close(fd)
-            return None
-        return _Segment(fd, name)
+        assert self.directory is not None
+        return reuse_segment(os.path.join(self.directory, SEGMENT_DIR), free, name)
 
     def _leave_segment(self) -> None:
         """With the lock held: stop appending to the current segment."""
@@ -468,26 +414,8 @@ class GalleryRepository:
     def _zero(self, segment: str, offset: int | None, size: int) -> None:
         """Overwrite an image's range of its segment with zeros (if the segment is still here)."""
         path = self._segment_path(segment)
-        if path is None or offset is None:
-            return
-        try:
-            fd = os.open(path, _WRITE_FILE)
-        except OSError:
-            return
-        try:
-            if fcntl is not None:  # a freed segment is not reused while it is zeroed (`_reuse`)
-                fcntl.flock(fd, fcntl.LOCK_SH)
-                if not _same_file(fd, path):
-                    return  # freed meanwhile: the range is no image's any more
-            zeros = bytes(min(size, 1 << 20))
-            end = offset + size
-            while offset < end:
-                _pwrite_all(fd, zeros[: end - offset], offset)
-                offset += min(len(zeros), end - offset)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        if path is not None and offset is not None:
+            zero_range(path, offset, size)
 
     def note_added(self, added: int) -> int:
         """Account for `added` bytes kept by `insert`; evicts when due. How many images went."""
@@ -633,7 +561,7 @@ class GalleryRepository:
             with self._lock:
                 mine = name in self._left
                 self._left.discard(name)
-                if mine and fcntl is not None and len(self._pool) < SEGMENT_POOL_MAX:
+                if mine and CAN_LOCK and len(self._pool) < SEGMENT_POOL_MAX:
                     free = self._keep_for_reuse(name)
                     if free is not None:
                         self._pool.append(free)
@@ -724,14 +652,14 @@ class GalleryRepository:
         if path is None or entry.segment_offset is None:
             return None
         try:
-            fd = os.open(path, _READ_FILE)
+            fd = os.open(path, READ_FILE)
         except OSError:
             return None
         try:
-            data = _pread_all(fd, entry.size_bytes, entry.segment_offset)
+            data = pread_all(fd, entry.size_bytes, entry.segment_offset)
             # A freed segment is renamed before it is overwritten with other images: when the
             # name still leads to the file that was read, the bytes are this image's.
-            return data if data is not None and _same_file(fd, path) else None
+            return data if data is not None and same_file(fd, path) else None
         except OSError:
             return None
         finally:
