@@ -17,7 +17,8 @@ import orjson
 from bananagate.protocol import base64codec
 from bananagate.protocol.response import Usage
 
-# An answer body: bytes, or the bytearray an upstream answer was read into (never written after).
+# A body: bytes, or the bytearray an upstream answer (or a big request) was read into, which is
+# never written after it was read.
 Bytes: TypeAlias = bytes | bytearray
 
 _DATA_KEY = b'"data"'

@@ -74,7 +74,7 @@ class LimitState:
 class Answer:
     """A complete (non-streamed) upstream answer: JSON body bytes and what metering needs."""
 
-    body: bytes | bytearray  # a bytearray as the buffered pool read it (no copy into bytes)
+    body: Bytes  # a bytearray as the buffered pool read it (no copy into bytes)
     usage: Usage
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)

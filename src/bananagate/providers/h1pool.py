@@ -418,7 +418,8 @@ class _Connection(asyncio.BufferedProtocol):
         """Back to whole-answer reads; the stream's read buffer goes (64 idle connections would
         hold 16 MiB of them)."""
         self._streaming = False
-        self._stream_buffer = bytearray()
+        if self._stream_buffer:
+            self._stream_buffer = bytearray()
 
 
 def _decoded(body: bytes | bytearray, encoding: str | None) -> bytes | bytearray:
@@ -468,21 +469,33 @@ class H1Pool:
         self, url: yarl.URL, body: Bytes, headers: Mapping[str, str], *, limit: int
     ) -> WholeAnswer:
         """POST `body` as it is and read the answer whole (one not 200: its first `limit` bytes)."""
+        origin, connection, answer = await self._exchange(url, body, headers, limit=limit, stream=False)
+        self._release(origin, connection)
+        return answer
+
+    async def _exchange(
+        self, url: yarl.URL, body: Bytes, headers: Mapping[str, str], *, limit: int, stream: bool
+    ) -> tuple[tuple[str, str, int], _Connection, WholeAnswer]:
+        """One request on a pooled connection, holding a slot until `_release` (given back here
+        if the call fails)."""
         head = request_head(url, headers, len(body))
         async with asyncio.timeout(self._connect_timeout):
             await self._slots.acquire()
+        origin = (url.scheme, url.raw_host or "", url.port or 0)
         try:
-            origin = (url.scheme, url.raw_host or "", url.port or 0)
             connection = await self._connection(origin)
             self._busy.add(connection)
             try:
-                answer = await connection.call(head, body, read_timeout=self._read_timeout, limit=limit)
-            finally:
+                answer = await connection.call(
+                    head, body, read_timeout=self._read_timeout, limit=limit, stream=stream
+                )
+            except BaseException:
                 self._busy.discard(connection)
-            self._put_back(origin, connection)
-            return answer
-        finally:
+                raise
+        except BaseException:
             self._slots.release()
+            raise
+        return origin, connection, answer
 
     async def _connection(self, origin: tuple[str, str, int]) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -513,29 +526,15 @@ class H1Pool:
         """POST `body` and return the answer once its head is read: a 200's body then comes from
         `StreamedAnswer.pieces()`; any other status comes read whole (its first `limit` bytes).
         The caller must `close()` it (in a `finally`)."""
-        head = request_head(url, headers, len(body))
-        async with asyncio.timeout(self._connect_timeout):
-            await self._slots.acquire()
-        origin = (url.scheme, url.raw_host or "", url.port or 0)
-        try:
-            connection = await self._connection(origin)
-            self._busy.add(connection)
-            try:
-                answer = await connection.call(
-                    head, body, read_timeout=self._read_timeout, limit=limit, stream=True
-                )
-            except BaseException:
-                self._busy.discard(connection)
-                raise
-        except BaseException:
-            self._slots.release()
-            raise
+        origin, connection, answer = await self._exchange(url, body, headers, limit=limit, stream=True)
         streamed = StreamedAnswer(self, origin, connection, answer, self._read_timeout)
         if answer.status != 200:
             streamed.close()  # read whole already: the connection goes back at once
         return streamed
 
-    def _stream_done(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+    def _release(self, origin: tuple[str, str, int], connection: _Connection) -> None:
+        """A call is over: its connection back to the pool (a stream only if read to its end)
+        and its slot given back."""
         self._busy.discard(connection)
         try:
             if connection.stream_ended or not connection.streaming:
@@ -609,4 +608,4 @@ class StreamedAnswer:
         """Back to the pool when the body was read to its end; the connection is dropped if not."""
         if not self._closed:
             self._closed = True
-            self._pool._stream_done(self._origin, self._connection)
+            self._pool._release(self._origin, self._connection)

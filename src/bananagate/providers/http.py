@@ -13,8 +13,8 @@ import functools
 import logging
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -29,6 +29,8 @@ from bananagate.providers.upstream_errors import unreachable
 
 if TYPE_CHECKING:
     from bananagate.providers.proxied import ProxiedSession, ProxyRoute
+
+T = TypeVar("T")
 
 # httpx logs every request URL at INFO, and with `?key=` auth the URL holds the upstream key.
 # Upstream keys must never reach a log line, so these loggers only speak up for warnings.
@@ -63,6 +65,27 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+class _PerLoop(Generic[T]):
+    """One object per running loop: a pool binds to the loop it was made in and cannot outlive
+    it (a harness restarting its loop gets a new one; the old one's connections are past
+    closing, and the garbage collector takes them)."""
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self, make: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self._value is None or self._loop is not loop:
+            self._value, self._loop = make(), loop
+        return self._value
+
+    def take(self) -> T | None:
+        """The object, if it belongs to the running loop (to close it); forgotten either way."""
+        value, self._value = self._value, None
+        return value if value is not None and self._loop is asyncio.get_running_loop() else None
+
+
 class ChannelSession:
     """One channel's keep-alive pool: an `H1Pool`, made on first use (it binds to the running
     loop, and channels are built before the server's loop runs); through a proxy from the
@@ -73,10 +96,8 @@ class ChannelSession:
         self._base_url = base_url
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._pool: H1Pool | None = None
-        self._pool_loop: asyncio.AbstractEventLoop | None = None
-        self._proxied: ProxiedSession | None = None
-        self._proxied_loop: asyncio.AbstractEventLoop | None = None
+        self._pool: _PerLoop[H1Pool] = _PerLoop()
+        self._proxied: _PerLoop[ProxiedSession] = _PerLoop()
         self._proxy_known = False
         self._proxy_route: ProxyRoute | None = None
         self.closed = False
@@ -93,17 +114,17 @@ class ChannelSession:
                 self._proxy_route = env_proxy_route(self._base_url)
         return self._proxy_route
 
+    def _open(self) -> None:
+        if self.closed:
+            # A request that picked the channel just before a reload retired it: let it fail over.
+            raise unreachable(self.channel, "the channel was closed")
+
     def _through_proxy(self, route: ProxyRoute) -> ProxiedSession:
         from bananagate.providers.proxied import ProxiedSession
 
-        loop = asyncio.get_running_loop()
-        session = self._proxied
-        if session is not None and self._proxied_loop is loop:
-            return session
-        if self.closed:
-            raise unreachable(self.channel, "the channel was closed")
-        self._proxied, self._proxied_loop = (
-            ProxiedSession(
+        def make() -> ProxiedSession:
+            self._open()
+            return ProxiedSession(
                 route,
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
@@ -111,10 +132,22 @@ class ChannelSession:
                 user_agent=USER_AGENT,
                 max_connections=MAX_CONNECTIONS,
                 keepalive_seconds=KEEPALIVE_SECONDS,
-            ),
-            loop,
-        )
-        return self._proxied
+            )
+
+        return self._proxied.get(make)
+
+    def _buffered_pool(self) -> H1Pool:
+        def make() -> H1Pool:
+            self._open()
+            return H1Pool(
+                connect_timeout=self._connect_timeout,
+                read_timeout=self._read_timeout,
+                ssl_context=_tls_context(),
+                max_connections=MAX_CONNECTIONS,
+                keepalive_seconds=KEEPALIVE_SECONDS,
+            )
+
+        return self._pool.get(make)
 
     async def call(self, url: yarl.URL, body: Bytes, headers: dict[str, str]) -> WholeAnswer:
         """POST `body` as it is and read the whole answer (one that is not a 200: its first
@@ -134,35 +167,13 @@ class ChannelSession:
         pool = self._buffered_pool()
         return await pool.open_stream(url, body, {**BASE_HEADERS, **headers}, limit=MAX_ERROR_BODY)
 
-    def _buffered_pool(self) -> H1Pool:
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        if pool is not None and self._pool_loop is loop:
-            return pool
-        if self.closed:
-            # A request that picked the channel just before a reload retired it: let it fail over.
-            raise unreachable(self.channel, "the channel was closed")
-        # A new loop (a harness restarting its loop): a pool cannot outlive its loop, and the old
-        # one's connections are past closing (the garbage collector takes them).
-        self._pool, self._pool_loop = (
-            H1Pool(
-                connect_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout,
-                ssl_context=_tls_context(),
-                max_connections=MAX_CONNECTIONS,
-                keepalive_seconds=KEEPALIVE_SECONDS,
-            ),
-            loop,
-        )
-        return self._pool
-
     async def aclose(self) -> None:
         self.closed = True
-        pool, self._pool = self._pool, None
-        if pool is not None and self._pool_loop is asyncio.get_running_loop():
+        pool = self._pool.take()
+        if pool is not None:
             pool.close()
-        proxied, self._proxied = self._proxied, None
-        if proxied is not None and self._proxied_loop is asyncio.get_running_loop():
+        proxied = self._proxied.take()
+        if proxied is not None:
             await proxied.aclose()
 
 
@@ -171,7 +182,7 @@ class Streamed(Protocol):
 
     status: int
     headers: Mapping[str, str]
-    body: bytes | bytearray
+    body: Bytes
 
     def pieces(self) -> AsyncIterator[bytes]: ...
 

@@ -116,7 +116,7 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
     except ClientDisconnect:
         raise client_closed() from None
     if buffer is not None:
-        if chunks or size != len(buffer):  # the server frames by Content-Length: never, but safe
-            return bytes(buffer[: min(size, len(buffer))]) + b"".join(chunks)
+        if chunks or size != len(buffer):  # the server frames bodies by their Content-Length
+            raise ApiError(400, "The request body does not match its Content-Length.", "INVALID_ARGUMENT")
         return buffer
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
