@@ -103,7 +103,11 @@ def test_disconnect_cancels_the_upstream_http_call(raw_gateway: Gateway, raw_ups
     left = time.monotonic()
     rows = wait_for_ledger(raw_gateway, key_id, 1, timeout=3)
     # The gateway hung up on the upstream at once (its 1 s read timeout had not come), and did
-    # not retry for a client that is gone.
+    # not retry for a client that is gone. (The upstream's thread may note the hang-up only
+    # after the ledger row is visible here: wait for it, then check when it came.)
+    deadline = time.monotonic() + 2
+    while not raw_upstream.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert raw_upstream.closed and raw_upstream.closed[-1] - left < 0.8
     assert len(raw_upstream.requests) == before + 1
     assert [(r.outcome, r.cost_nanos) for r in rows] == [("cancelled", 0)]
