@@ -16,9 +16,11 @@ from bananagate.protocol.scan import (
     count_output_images,
     inline_image_bytes,
     is_error_event,
+    is_json_object,
     scan_answer,
     scan_finish_reason,
     scan_usage,
+    summarize,
 )
 
 # Big payloads by repetition: Hypothesis draws at most a few kB of fresh bytes per example.
@@ -79,13 +81,20 @@ def expected_images(resp: dict[str, Any]) -> int:
 @settings(max_examples=300)
 @given(responses(), st.booleans())
 def test_scan_matches_full_parse(resp: dict[str, Any], indent: bool) -> None:
-    body = orjson.dumps(resp, option=orjson.OPT_INDENT_2 if indent else 0)
+    whole = orjson.dumps(resp, option=orjson.OPT_INDENT_2 if indent else 0)
     usage_key = "usage_metadata" if "usage_metadata" in resp else "usageMetadata"
-    assert scan_usage(body) == Usage.from_wire(resp[usage_key])
     cand = resp["candidates"][0]
-    assert scan_finish_reason(body) == (cand.get("finishReason") or cand.get("finish_reason"))
-    if not indent:  # the thought marker is looked up in compact form and with one space
-        assert count_output_images(body) == expected_images(resp)
+    # A whole object is summarised from one parse of its skeleton; a body that is not one (a
+    # trailing comma here) falls back to hopping through its bytes. Both read the same fields.
+    for body in (whole, whole + b","):
+        assert is_json_object(body) == (body is whole)
+        assert scan_usage(body) == Usage.from_wire(resp[usage_key])
+        assert scan_finish_reason(body) == (cand.get("finishReason") or cand.get("finish_reason"))
+        if body is whole or not indent:  # bytes: the thought marker in compact form or one space
+            assert count_output_images(body) == expected_images(resp)
+    summary = summarize(whole)
+    assert summary is not None and summary.image_count == expected_images(resp)
+    assert summary.usage == resp[usage_key]
 
 
 def test_missing_fields() -> None:
@@ -120,7 +129,6 @@ def test_skeleton_cuts_payloads_only() -> None:
 
 
 def test_is_json_object_catches_truncation() -> None:
-    from bananagate.protocol.scan import is_json_object
 
     data = base64.b64encode(bytes(range(256)) * 200).decode()
     body = orjson.dumps(
@@ -330,3 +338,18 @@ def test_skeletons_of_alternating_bodies_are_their_own() -> None:
         assert scan_usage(third).prompt_tokens == 3
         assert scan_usage(fourth).prompt_tokens == 4
         assert scan_usage(second).prompt_tokens == 2
+
+
+def test_summaries_of_alternating_bodies_are_their_own() -> None:
+    # summarize() remembers the last body's summary, by identity, and never answers for another.
+    def answer(images: int, finish: str) -> bytearray:
+        part = {"inlineData": {"mimeType": "image/png", "data": "QUJD" * 10_000}}
+        return bytearray(
+            orjson.dumps({"candidates": [{"content": {"parts": [part] * images}, "finishReason": finish}]})
+        )
+
+    one, two = answer(1, "STOP"), answer(2, "IMAGE_SAFETY")
+    for _ in range(2):
+        assert (count_output_images(one), scan_finish_reason(one)) == (1, "STOP")
+        assert (count_output_images(two), scan_finish_reason(two)) == (2, "IMAGE_SAFETY")
+    assert summarize(b'["not", "an object"]') is None and not is_json_object(b"[]")

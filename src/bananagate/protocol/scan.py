@@ -155,8 +155,69 @@ def _find_all(body: Bytes, key: bytes, start: int) -> list[int]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What metering reads of a response that is one whole JSON object."""
+
+    usage: dict[str, Any] | None
+    finish_reason: str | None
+    image_count: int
+
+
+# The last body summarised, as with skeletons: the provider's checks and the meter's settle ask
+# about the same answer in turn, and each walk used to hop through its skeleton in Python.
+_last_summary: tuple[Bytes, Summary | None] = (b"", None)
+
+
+def summarize(body: Bytes) -> Summary | None:
+    """Usage, finish reason and image count from ONE orjson parse of the body's skeleton; None
+    when the body is not one JSON object (then the byte scans below read what they can)."""
+    global _last_summary
+    last_body, last = _last_summary
+    if last_body is body and (type(body) is bytes or type(body) is bytearray):
+        return last
+    try:
+        doc = orjson.loads(skeleton(body))
+    except orjson.JSONDecodeError:
+        doc = None
+    result = _summary_of(doc) if isinstance(doc, dict) else None
+    if type(body) is bytes or type(body) is bytearray:
+        _last_summary = (body, result)
+    return result
+
+
+def _summary_of(doc: dict[str, Any]) -> Summary:
+    usage: dict[str, Any] | None = None
+    for key, value in doc.items():  # the last one, as the byte scan finds it
+        if key in ("usageMetadata", "usage_metadata"):
+            usage = value if isinstance(value, dict) else None
+    finish: str | None = None
+    images = 0
+    candidates = doc.get("candidates")
+    for candidate in candidates if isinstance(candidates, list) else ():
+        if not isinstance(candidate, dict):
+            continue
+        for key in ("finishReason", "finish_reason"):
+            value = candidate.get(key)
+            if isinstance(value, str):
+                finish = value.strip().upper() or None
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if (
+                isinstance(part, dict)
+                and ("inlineData" in part or "inline_data" in part)
+                and part.get("thought") is not True
+            ):
+                images += 1
+    return Summary(usage, finish, images)
+
+
 def scan_usage_dict(body: Bytes) -> dict[str, Any] | None:
     """The last `usageMetadata` object of a response (or of a stream event), parsed, or None."""
+    summary = summarize(body)
+    if summary is not None:
+        return summary.usage
     body = skeleton(body)
     at = _last_key(body, _USAGE_KEYS)
     if at < 0:
@@ -178,6 +239,9 @@ def scan_usage(body: Bytes) -> Usage:
 
 def scan_finish_reason(body: Bytes) -> str | None:
     """The last `finishReason` value in the body, or None."""
+    summary = summarize(body)
+    if summary is not None:
+        return summary.finish_reason
     body = skeleton(body)
     at = _last_key(body, _FINISH_KEYS)
     if at < 0:
@@ -201,6 +265,9 @@ def _part_bounds(body: Bytes, key_at: int) -> tuple[int, int]:
 
 def count_output_images(body: Bytes) -> int:
     """Number of final (non-thought) inline images in a response or stream event."""
+    summary = summarize(body)
+    if summary is not None:
+        return summary.image_count
     body = skeleton(body)
     count = 0
     for at in _all_keys(body, _IMAGE_KEYS):
@@ -216,10 +283,7 @@ def count_output_images(body: Bytes) -> int:
 def is_json_object(body: Bytes) -> bool:
     """True when the body is one whole JSON object, checked on its Base64-free skeleton so a
     truncated answer is caught without parsing megabytes of image data."""
-    try:
-        return isinstance(orjson.loads(skeleton(body)), dict)
-    except orjson.JSONDecodeError:
-        return False
+    return summarize(body) is not None
 
 
 def is_error_event(event: bytes) -> bool:
