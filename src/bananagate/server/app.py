@@ -238,8 +238,11 @@ def create_app(
                 current_store().close()
 
     all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    # No other route matches under /v1beta/models: that prefix is tried first, the rest last.
+    models_route, catch_all = gemini.routes(all_methods)
     app = Starlette(
         routes=[
+            models_route,
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics.endpoint, methods=["GET"]),
             Route("/openapi.json", gateway_openapi, methods=["GET"]),
@@ -249,7 +252,7 @@ def create_app(
             # OpenAI-compatible routes first: the Gemini catch-all below matches every /v1 path.
             *openai.routes(),
             *jobs.routes(),
-            Route("/{version}/{path:path}", gemini.dispatch, methods=all_methods),
+            catch_all,
         ],
         middleware=_middleware(settings, auth_failures, in_flight),
         exception_handlers={

@@ -299,12 +299,15 @@ class GatewayMeter:
         if m is None:
             return
         channel = row.channel or "default"
-        m.requests.labels(row.model, channel, str(row.status), row.outcome).inc()
-        m.latency.labels(row.model, "true" if streamed else "false").observe(row.latency_ms / 1000)
+        requests, latency, images, cost = m.record_request(
+            row.model, channel, str(row.status), row.outcome, streamed
+        )
+        requests.inc()
+        latency.observe(row.latency_ms / 1000)
         if row.images:
-            m.images.labels(row.model).inc(row.images)
+            images.inc(row.images)
         if row.cost_nanos:
-            m.cost.labels(row.model).inc(row.cost_nanos / 1e9)  # display only; the ledger is exact
+            cost.inc(row.cost_nanos / 1e9)  # display only; the ledger is exact
         if row.outcome == "error":
             m.upstream_errors.labels(channel, str(row.status)).inc()
 

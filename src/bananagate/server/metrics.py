@@ -9,6 +9,7 @@ Label values are bounded (models, channels, statuses, reasons): key names never 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
@@ -54,6 +55,27 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+
+        # `labels()` validates and locks on every call: the children of each request's label
+        # values, looked up once (the values are bounded, see above; the cap is a safety net).
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
+
+    def record_request(
+        self, model: str, channel: str, status: str, outcome: str, streamed: bool
+    ) -> tuple[Any, Any, Any, Any]:
+        """The request counter, latency histogram, images and cost counters of these labels."""
+        key = (model, channel, status, outcome, "true" if streamed else "false")
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) >= 4096:
+                self._children.clear()
+            children = self._children[key] = (
+                self.requests.labels(model, channel, status, outcome),
+                self.latency.labels(model, key[4]),
+                self.images.labels(model),
+                self.cost.labels(model),
+            )
+        return children
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
