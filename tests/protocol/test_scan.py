@@ -94,7 +94,7 @@ def test_scan_matches_full_parse(resp: dict[str, Any], indent: bool) -> None:
             assert count_output_images(body) == expected_images(resp)
     summary = summarize(whole)
     assert summary is not None and summary.image_count == expected_images(resp)
-    assert summary.usage == resp[usage_key]
+    assert summary.usage == Usage.from_wire(resp[usage_key])
 
 
 def test_missing_fields() -> None:

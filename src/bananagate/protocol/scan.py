@@ -159,7 +159,7 @@ def _find_all(body: Bytes, key: bytes, start: int) -> list[int]:
 class Summary:
     """What metering reads of a response that is one whole JSON object."""
 
-    usage: dict[str, Any] | None
+    usage: Usage  # zeros when the answer has none
     finish_reason: str | None
     image_count: int
 
@@ -210,14 +210,12 @@ def _summary_of(doc: dict[str, Any]) -> Summary:
                 and part.get("thought") is not True
             ):
                 images += 1
-    return Summary(usage, finish, images)
+    return Summary(Usage.from_wire(usage), finish, images)
 
 
 def scan_usage_dict(body: Bytes) -> dict[str, Any] | None:
-    """The last `usageMetadata` object of a response (or of a stream event), parsed, or None."""
-    summary = summarize(body)
-    if summary is not None:
-        return summary.usage
+    """The last `usageMetadata` object of a response (or of a stream event), parsed, or None:
+    the bytes' way, for bodies that are not one JSON object (see `scan_usage`)."""
     body = skeleton(body)
     at = _last_key(body, _USAGE_KEYS)
     if at < 0:
@@ -234,6 +232,9 @@ def scan_usage_dict(body: Bytes) -> dict[str, Any] | None:
 
 def scan_usage(body: Bytes) -> Usage:
     """`usageMetadata` as numbers; zeros when the answer has none."""
+    summary = summarize(body)
+    if summary is not None:
+        return summary.usage
     return Usage.from_wire(scan_usage_dict(body))
 
 

@@ -267,14 +267,15 @@ class GatewayMeter:
             self.metrics.rejected.labels(reason).inc()
 
     async def record(self, row: LedgerRow, hold: Hold | None, *, must: bool) -> bool:
-        """Write the ledger row (and move the money); with `must`, retry, then raise a 503."""
+        """Write the ledger row (and move the money); with `must`, retry, then raise a 503.
+
+        Callers shield it (settle and release do): the row is being written in its thread anyway.
+        """
         attempts = SETTLE_ATTEMPTS if must else 1
         try:
             for attempt in range(attempts):
                 try:
-                    # Shielded like the thread it waits for: the row is being written anyway.
-                    with anyio.CancelScope(shield=True):
-                        written = await self.writer.record(row, hold)
+                    written = await self.writer.record(row, hold)
                 except Exception as exc:
                     log.warning(
                         "ledger write failed (attempt %d) rid=%s: %s", attempt + 1, row.request_id, exc

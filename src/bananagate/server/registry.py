@@ -97,13 +97,30 @@ class Route:
     direct: bool = False
 
 
+# Distinct model ids a snapshot remembers the route of (ids come from clients: bounded).
+_ROUTE_CACHE = 256
+
+
 @dataclass(frozen=True)
 class Snapshot:
     channels: tuple[LiveChannel, ...]
     aliases: Mapping[str, str]
     direct: bool = False
+    # A request asks for its route several times (validation, affinity, the call itself); a
+    # snapshot never changes, so what it answered stays true until the next snapshot.
+    _routes: dict[str, Route | None] = field(default_factory=dict, compare=False, repr=False)
 
     def route(self, model_id: str) -> Route | None:
+        try:
+            return self._routes[model_id]
+        except KeyError:
+            pass
+        if len(self._routes) >= _ROUTE_CACHE:
+            self._routes.clear()
+        route = self._routes[model_id] = self._route(model_id)
+        return route
+
+    def _route(self, model_id: str) -> Route | None:
         requested = strip_model_prefix(model_id)
         target = self.aliases.get(requested, requested)
         model = find_model(target)
