@@ -164,3 +164,49 @@ def test_ledger_summaries(store: Store) -> None:
     assert [r.request_id for r in store.ledger.rows(key_name="alice")] == ["a", "b"]
     got = store.ledger.get("c")
     assert got is not None and got.attempts == 3 and got.created_at == day2
+
+
+def test_ledger_rows_are_stored_as_the_orm_stores_them(store: Store) -> None:
+    # The ledger writes with the driver's own SQL (the hot path); what lands in the table must be
+    # what SQLAlchemy's ORM writes for the same values, byte for byte, or reads and filters
+    # (created_at ranges on SQLite's text timestamps, above all) would see two formats.
+    from datetime import timezone
+
+    from sqlalchemy.orm import Session
+
+    from bananagate.store.schema import LedgerEntry
+
+    # No microseconds: sqlite3's own adapter would then write no fraction, SQLAlchemy ".000000".
+    when = datetime(2026, 3, 1, 23, 59, 58, tzinfo=timezone(timedelta(hours=2)))
+    fields = dict(
+        key_id=7,
+        key_name="alice",
+        model="gemini-2.5-flash-image",
+        status=200,
+        outcome="ok",
+        created_at=when,
+        channel="google",
+        streamed=True,
+        finish_reason="STOP",
+        attempts=2,
+        images=1,
+        prompt_tokens=12,
+        output_tokens=1290,
+        image_tokens=1290,
+        thoughts_tokens=3,
+        cost_nanos=PRICE,
+        latency_ms=4321,
+        client_ip="10.1.2.3",
+    )
+    assert store.ledger.record(LedgerRow("by-driver", **fields))
+    with Session(store.engine) as session, session.begin():
+        session.add(LedgerEntry(request_id="by-orm", **fields))
+    columns = ", ".join(name for name in fields)
+    with store.engine.connect() as connection:
+        raw = {
+            row[0]: tuple(row[1:])
+            for row in connection.execute(text(f"SELECT request_id, {columns} FROM usage_ledger"))
+        }
+    assert raw["by-driver"] == raw["by-orm"]
+    got = store.ledger.get("by-driver")
+    assert got == LedgerRow("by-driver", **{**fields, "created_at": when.astimezone(UTC)})

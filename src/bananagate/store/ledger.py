@@ -17,36 +17,52 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    Connection,
-    Engine,
-    Select,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Select, delete, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bananagate.store.reservations import Hold
-from bananagate.store.schema import ApiKey, LedgerEntry, Reservation
+from bananagate.store.schema import REQUEST_ID_MAX_LENGTH, ApiKey, LedgerEntry, Reservation
 
 GroupBy = Literal["day", "model", "key"]
 
-# The key's money moves once per batch and key: `reserved -= released`, `spent += cost`.
-_MOVE_MONEY = (
-    update(ApiKey)
-    .where(ApiKey.id == bindparam("b_key"))
-    .values(
-        reserved_nanos=ApiKey.reserved_nanos - bindparam("b_released", type_=BigInteger()),
-        spent_nanos=ApiKey.spent_nanos + bindparam("b_spent", type_=BigInteger()),
-    )
-)
+
+class _DriverStatements:
+    """The batch's INSERT and its money UPDATE as the driver's own SQL, values converted by the
+    column types' own bind processors.
+
+    These run for every request, in a worker thread: through SQLAlchemy's statement execution
+    they held the GIL for most of a batch's time, and the event loop waited on it (the raw
+    statements served ~15 % more requests per second at c=8, A/B). Same SQL, same conversions.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        quote = dialect.identifier_preparer.quote
+        table = LedgerEntry.__table__
+        columns = [table.c[name] for name in _FIELDS]
+        self.insert = "INSERT INTO {} ({}) VALUES ({})".format(
+            quote(LedgerEntry.__tablename__),
+            ", ".join(quote(c.name) for c in columns),
+            ", ".join([mark] * len(columns)),
+        )
+        self.processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+        # The key's money moves once per batch and key: `reserved -= released`, `spent += cost`.
+        keys = quote(ApiKey.__tablename__)
+        reserved, spent, key_id = (
+            quote(ApiKey.__table__.c[n].name) for n in ("reserved_nanos", "spent_nanos", "id")
+        )
+        self.move_money = (
+            f"UPDATE {keys} SET {reserved} = {reserved} - {mark}, {spent} = {spent} + {mark}"
+            f" WHERE {key_id} = {mark}"
+        )
+
+    def row(self, row: LedgerRow) -> tuple[Any, ...]:
+        values = [getattr(row, name) for name in _FIELDS]
+        values[_REQUEST_ID] = row.request_id[:REQUEST_ID_MAX_LENGTH]
+        return tuple(
+            v if p is None or v is None else p(v) for v, p in zip(values, self.processors, strict=True)
+        )
 
 
 def transient(exc: BaseException) -> bool:
@@ -88,14 +104,9 @@ class LedgerRow:
 
 # One settle or release: the row, and the hold it gives back (if any).
 Settle = tuple[LedgerRow, Hold | None]
+# The ledger's columns but its id, in the row's order.
 _FIELDS = tuple(LedgerRow.__dataclass_fields__)
-
-
-def _values(row: LedgerRow) -> dict[str, Any]:
-    # Not `asdict`: it deep-copies every value, and this runs for every request.
-    values = {name: getattr(row, name) for name in _FIELDS}
-    values["request_id"] = row.request_id[:64]
-    return values
+_REQUEST_ID = _FIELDS.index("request_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,7 @@ class LedgerRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._statements = _DriverStatements(engine.dialect)
 
     def _session(self) -> Session:
         return self._sessions()
@@ -170,9 +182,9 @@ class LedgerRepository:
         request id order and keys are updated in id order, so batches of two gateways take their
         locks in the same order instead of deadlocking each other on PostgreSQL.
         """
-        values = [_values(row) for row, _ in settles]
-        values.sort(key=lambda v: v["request_id"])
-        connection.execute(insert(LedgerEntry), values)
+        statements = self._statements
+        rows = sorted((statements.row(row) for row, _ in settles), key=lambda r: r[_REQUEST_ID])
+        connection.exec_driver_sql(statements.insert, rows)
         holds = [hold for _, hold in settles if hold is not None]
         gone = self._delete_holds(connection, [hold.id for hold in holds]) if holds else set()
         moves: dict[int, list[int]] = {}  # key id -> [released, spent]
@@ -186,12 +198,9 @@ class LedgerRepository:
                 move[0] += released
                 move[1] += row.cost_nanos
         if moves:
-            connection.execute(
-                _MOVE_MONEY,
-                [
-                    {"b_key": key_id, "b_released": released, "b_spent": spent}
-                    for key_id, (released, spent) in sorted(moves.items())
-                ],
+            connection.exec_driver_sql(
+                statements.move_money,
+                [(released, spent, key_id) for key_id, (released, spent) in sorted(moves.items())],
             )
 
     def _delete_holds(self, connection: Connection, ids: list[str]) -> set[str]:
