@@ -1,9 +1,10 @@
 """Read what metering needs from a `GenerateContentResponse` without parsing its images.
 
-An image answer is megabytes of Base64 and a few hundred bytes of everything else. These
-functions find the small fields by byte search (Base64 never contains `"`, `{` or `}`), so a
-gateway that forwards the answer untouched pays microseconds, not a full JSON parse.
-Field names are matched in either casing, as relays differ.
+An image answer is megabytes of Base64 and a few hundred bytes of everything else. The Base64
+strings are cut out by byte search (Base64 never contains `"`, `{` or `}`) and the small rest, the
+skeleton, is parsed once (`summarize`), so a gateway that forwards the answer untouched pays
+microseconds, not a full JSON parse. A body that is not one JSON object (a cut-off stream event)
+is read by byte search alone. Field names are matched in either casing, as relays differ.
 """
 
 from __future__ import annotations
