@@ -202,3 +202,27 @@ def test_gallery_segments_migration_keeps_rows_of_files(store: Store, data_dir: 
         fresh = reopened.gallery.add([NewImage(b"again", "image/png", "again", 0, 1, "alice", "m", "p")])
         entry = reopened.gallery.get(fresh[0])
         assert entry is not None and entry.segment is not None and reopened.gallery.read(entry) == b"again"
+
+
+def test_first_open_waits_out_a_long_migration_of_another_process(tmp_path: Path) -> None:
+    """A process that finds another one migrating a new SQLite database waits for it, even past
+    the store's 5 s busy timeout (a migration takes that long on a busy machine)."""
+    import sqlite3
+
+    from bananagate.store.db import SQLITE_BUSY_TIMEOUT_MS
+
+    path = tmp_path / "bananagate.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA journal_mode = WAL")  # as the other process's first connection left it
+    other.execute("BEGIN IMMEDIATE")  # ... and its migration lock, held past the busy timeout
+    hold = SQLITE_BUSY_TIMEOUT_MS / 1000 + 1.0
+    release = threading.Timer(hold, other.execute, args=("COMMIT",))
+    release.start()
+    started = time.monotonic()
+    try:
+        with Store.open(f"sqlite:///{path}") as store:
+            assert _revision(store) == {SCHEMA_HEAD}
+    finally:
+        release.join()
+        other.close()
+    assert time.monotonic() - started >= hold - 0.5  # it did wait for the lock

@@ -35,6 +35,9 @@ SCHEMA_HEAD = "0007"
 
 # How long a SQLite connection waits for another writer's lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# How long a process waits for another one's migration of a SQLite database (PostgreSQL's
+# advisory lock waits without a limit).
+MIGRATION_LOCK_TIMEOUT_MS = 120_000
 
 # Key of the PostgreSQL advisory lock held while migrating (b"bananagt" as a signed 64-bit int).
 PG_MIGRATION_LOCK_KEY = int.from_bytes(b"bananagt", "big", signed=True)
@@ -161,6 +164,9 @@ def _sqlite_migration_connect(dbapi_connection: Any, _record: Any) -> None:
     # Batch migrations copy and drop tables; with foreign keys enforced, dropping a referenced
     # table would cascade. (The pragma only takes effect outside a transaction, hence here.)
     dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+    # Waiting for this lock is waiting for another process's migration, which takes seconds on a
+    # busy machine: the store's 5 s busy timeout made a concurrent first open fail now and then.
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {MIGRATION_LOCK_TIMEOUT_MS}")
 
 
 def _emit_begin_immediate(connection: Connection) -> None:
