@@ -172,3 +172,27 @@ def test_shortened_stacks_summarise_the_same() -> None:
     assert short == "thread: MainThread;run (asyncio/base_events.py:1);f (bananagate/protocol/scan.py:3) 5\n"
     assert summarise(short).self_by_function == summarise(collapsed).self_by_function
     assert summarise(short).busy_by_thread == summarise(collapsed).busy_by_thread
+
+
+def test_inprocess_bench_drives_the_app(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The socket-free measure of the request path: every call must be a 200 the app really
+    # handled, or the numbers would time an error path.
+    import asyncio
+
+    from bench import inprocess
+
+    statuses: list[int] = []
+    original = inprocess.call
+
+    async def counted(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
+        statuses.append(await original(app, headers, body))
+        return statuses[-1]
+
+    monkeypatch.setattr(inprocess, "call", counted)
+    result = asyncio.run(inprocess.measure(requests=40, concurrency=4, console=False, profile=None))
+    assert result["requests"] == 40 and result["cpu_us"] > 0 and result["wall_us"] > 0
+    assert len(statuses) > 40 and set(statuses) == {200}  # the warm-up's calls, then the 40
+    assert inprocess.main(["--requests", "16", "--concurrency", "2"]) == 0
+    assert "16 t2i requests, c=2" in capsys.readouterr().out
