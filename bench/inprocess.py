@@ -41,23 +41,13 @@ class MemoryProvider:
         self.answer = answer
 
     async def generate(self, call: Any) -> Any:
-        from bananagate.protocol.scan import (
-            count_output_images,
-            is_json_object,
-            scan_finish_reason,
-            scan_usage,
-        )
-        from bananagate.providers.base import Answer
+        from bananagate.providers.base import scanned_answer
 
-        body = bytearray(self.answer)
-        if not is_json_object(body):
+        # A fresh buffer per call, as the upstream pool reads each answer into its own.
+        whole = scanned_answer(bytearray(self.answer))
+        if whole is None:
             raise RuntimeError("the bench answer is not a JSON object")
-        return Answer(
-            body=body,
-            usage=scan_usage(body),
-            finish_reason=scan_finish_reason(body),
-            image_count=count_output_images(body),
-        )
+        return whole
 
     async def stream(self, call: Any) -> AsyncIterator[bytes]:
         raise NotImplementedError("the in-process bench calls generateContent only")

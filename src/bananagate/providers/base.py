@@ -9,7 +9,7 @@ from typing import Literal, Protocol
 from bananagate.protocol.catalog import ImageModel
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.response import Usage
-from bananagate.protocol.scan import Bytes
+from bananagate.protocol.scan import Bytes, summarize
 from bananagate.protocol.wire import GenerateContentRequest
 
 Method = Literal["generateContent", "streamGenerateContent"]
@@ -80,6 +80,17 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     finish_reason: str | None = None
     image_count: int = 0
+
+
+def scanned_answer(body: Bytes) -> Answer | None:
+    """A 200 answer's body with what metering reads of it (one parse of its skeleton), or None
+    when it is not one whole JSON object (cut off: never to be delivered or charged)."""
+    summary = summarize(body)
+    if summary is None:
+        return None
+    return Answer(
+        body=body, usage=summary.usage, finish_reason=summary.finish_reason, image_count=summary.image_count
+    )
 
 
 class Provider(Protocol):

@@ -15,14 +15,8 @@ from urllib.parse import quote
 import yarl
 
 from bananagate.config import AuthStyle
-from bananagate.protocol.scan import (
-    count_output_images,
-    is_error_event,
-    is_json_object,
-    scan_finish_reason,
-    scan_usage,
-)
-from bananagate.providers.base import Answer, Call, UpstreamError
+from bananagate.protocol.scan import is_error_event
+from bananagate.providers.base import Answer, Call, UpstreamError, scanned_answer
 from bananagate.providers.http import (
     TRANSPORT_ERRORS,
     ChannelSession,
@@ -81,16 +75,11 @@ class GeminiHttpProvider:
         if answer.status != 200:
             raise self._error(answer.status, bytes(answer.body), answer.headers)
         # A bytearray when read by the buffered pool: bytes' methods, without a copy.
-        body = answer.body
-        if not is_json_object(body):
+        whole = scanned_answer(answer.body)
+        if whole is None:
             # A cut-off 200 must not reach the client as an image, nor be charged as one.
             raise unreachable(self.name, "its 200 answer was not a whole JSON object")
-        return Answer(
-            body=body,
-            usage=scan_usage(body),
-            finish_reason=scan_finish_reason(body),
-            image_count=count_output_images(body),
-        )
+        return whole
 
     async def stream(self, call: Call) -> AsyncIterator[bytes]:
         try:
