@@ -26,6 +26,7 @@ from pathlib import Path
 from bench.load import LoadSpec, run_wrk, wrk_available
 from bench.payloads import answer_json, answer_sse
 from bench.procs import ProcessGroup
+from bench.pyload import run_python_load
 from bench.targets import Target, start_bananagate, start_upstream
 from bench.workloads import Sizes, workloads, write_bodies
 
@@ -54,10 +55,12 @@ def _env_pairs(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _measure(target: Target, spec: LoadSpec, binary: str) -> dict[str, float]:
+def _measure(target: Target, spec: LoadSpec, binary: str | None) -> dict[str, float]:
     pids = target.pids()
     before = cpu_seconds(pids)
-    result = run_wrk(spec, binary)
+    # wrk when installed; the Python load generator shares the gateway's cores and costs more
+    # of them, but the CPU per request it reports is still the gateway's own.
+    result = run_wrk(spec, binary) if binary is not None else run_python_load(spec)
     used = cpu_seconds(pids) - before
     served = max(result.requests, 1)
     return {
@@ -76,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--workload", default="t2i", choices=["t2i", "i2i", "stream", "multi"])
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=3.0, help="wrk seconds per run")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds of load per run")
+    p.add_argument(
+        "--loadgen", default="auto", choices=["auto", "wrk", "python"], help="auto: wrk if installed"
+    )
     p.add_argument("--rounds", type=int, default=6, help="each round runs A and B once")
     p.add_argument("--output", default=None, help="also write the rounds as JSON here")
     opts = p.parse_args(argv)
-    binary = wrk_available()
-    if binary is None:
+    binary = None if opts.loadgen == "python" else wrk_available()
+    if binary is None and opts.loadgen == "wrk":
         raise SystemExit("wrk is not installed (apt-get install wrk, or run `python -m bench` once)")
     sizes = Sizes()
     workload = workloads(sizes)[opts.workload]

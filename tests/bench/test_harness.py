@@ -196,3 +196,21 @@ def test_inprocess_bench_drives_the_app(
     assert len(statuses) > 40 and set(statuses) == {200}  # the warm-up's calls, then the 40
     assert inprocess.main(["--requests", "16", "--concurrency", "2"]) == 0
     assert "16 t2i requests, c=2" in capsys.readouterr().out
+
+
+def test_ab_compares_two_gateways_with_the_python_load_generator(tmp_path: Path) -> None:
+    # Two bananagates side by side (A with the gallery off), one short round each way: every run
+    # answered, and both sides' throughput and CPU per request are reported.
+    import json
+
+    from bench import ab
+
+    out = tmp_path / "ab.json"
+    argv = ["--loadgen", "python", "--rounds", "1", "--seconds", "1", "--concurrency", "2"]
+    argv += ["--a-env", "BANANAGATE_CONSOLE=false", "--output", str(out)]
+    assert ab.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["errors"] == {"A": 0, "B": 0}
+    for side in ("A", "B"):
+        assert len(report["rounds"][side]) == 1
+        assert report["summary"][side]["rps"] > 0 and report["summary"][side]["cpu_ms_per_request"] > 0
