@@ -23,7 +23,7 @@ import anyio.to_thread
 
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.scan import Bytes
-from bananagate.providers.base import Call
+from bananagate.providers.base import Call, LimitState
 from bananagate.server.auth import Principal
 from bananagate.server.limits import Admission, LimitExceeded
 from bananagate.server.metering import (
@@ -81,6 +81,9 @@ class JobReservation:
     async def settle(self, answer_body: Bytes | None = None) -> int | None:
         self.cost = await self.inner.settle(answer_body)
         return self.cost
+
+    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None:
+        return None  # a job run reports no limits: its answer reaches the client as a job result
 
     async def release(self, reason: str, *, status: int | None = None) -> None:
         # Whether this attempt was the job's last is the worker's decision; until then only the

@@ -40,11 +40,9 @@ class Reservation(Protocol):
 
     async def release(self, reason: str, *, status: int | None = None) -> None: ...
 
-
-class ReportsLimits(Protocol):
-    """A reservation that can tell what its key has left (for the `x-ratelimit-*` headers)."""
-
-    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None: ...
+    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None:
+        """What the key has left (for the `x-ratelimit-*` headers); None when nothing is limited."""
+        ...
 
 
 @runtime_checkable
@@ -92,6 +90,9 @@ class _NoReservation:
     async def release(self, reason: str, *, status: int | None = None) -> None:
         return None
 
+    def limit_state(self, cost_nanos: int | None = None) -> LimitState | None:
+        return None
+
 
 class NullMeter:
     """No limits, no ledger: the default until metering is configured."""
@@ -134,13 +135,6 @@ class Pipeline:
         """Affinity matters only where there is a choice of channel."""
         return self.affinity is not None and self.router.channel_count(call.model_id) > 1
 
-    @staticmethod
-    def _note_limits(call: Call, reservation: Reservation, cost: int | None = None) -> None:
-        # `ReportsLimits`, looked up rather than isinstance()-checked: that costs microseconds.
-        limit_state = getattr(reservation, "limit_state", None)
-        if limit_state is not None:
-            call.limits = limit_state(cost)
-
     async def _keep(
         self, call: Call, principal: Principal, bodies: Sequence[Bytes], cost: int | None, started: float
     ) -> None:
@@ -169,7 +163,7 @@ class Pipeline:
         if cost is not None:
             answer.headers[COST_HEADER] = format_usd(cost)
         call.cost_nanos = cost
-        self._note_limits(call, reservation, cost)
+        call.limits = reservation.limit_state(cost)
         if affine and self.affinity is not None:
             await self.affinity.remember(call, answer_digests(answer.body))
         await self._keep(call, principal, [answer.body], cost, started)
@@ -187,7 +181,7 @@ class Pipeline:
         if affine and self.affinity is not None:
             await self.affinity.prefer(call)
         reservation = await self.meter.reserve(call, principal)
-        self._note_limits(call, reservation)
+        call.limits = reservation.limit_state()
         settled = False
         delivered = 0
         failure: BaseException | None = None
