@@ -30,6 +30,8 @@ from bench.payloads import answer_json
 from bench.workloads import Sizes, workloads
 
 MODEL_PATH = "/v1beta/models/gemini-2.5-flash-image:generateContent"
+# Workloads whose request goes to `:generateContent` (the answer is always the t2i answer).
+WORKLOADS = ("t2i", "i2i", "multi")
 
 
 class MemoryProvider:
@@ -124,7 +126,12 @@ async def call(app: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> int
 
 
 async def measure(
-    *, requests: int, concurrency: int, console: bool, profile: cProfile.Profile | None
+    *,
+    requests: int,
+    concurrency: int,
+    console: bool,
+    profile: cProfile.Profile | None,
+    workload: str = "t2i",
 ) -> dict[str, float]:
     """CPU and wall microseconds per request over `requests` calls, `concurrency` at a time."""
     from bananagate.server.app import create_app
@@ -132,7 +139,7 @@ async def measure(
     from bananagate.store import Store
 
     sizes = Sizes()
-    body = workloads(sizes)["t2i"].body()
+    body = workloads(sizes)[workload].body()
     with tempfile.TemporaryDirectory(prefix="bench-inprocess-") as tmp:
         data = Path(tmp)
         with Store.open(f"sqlite:///{data / 'bananagate.db'}") as store:
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=4000)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--workload", choices=WORKLOADS, default="t2i", help="the request sent (default t2i)")
     p.add_argument("--console", action="store_true", help="with the gallery (default: off)")
     p.add_argument("--profile", action="store_true", help="print a cProfile table of the measured part")
     p.add_argument("--sort", default="tottime", help="cProfile sort key (default tottime)")
@@ -185,10 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         pass
     profile = cProfile.Profile() if opts.profile else None
     result = asyncio.run(
-        measure(requests=opts.requests, concurrency=opts.concurrency, console=opts.console, profile=profile)
+        measure(
+            requests=opts.requests,
+            concurrency=opts.concurrency,
+            console=opts.console,
+            profile=profile,
+            workload=opts.workload,
+        )
     )
     print(
-        f"{result['requests']:.0f} t2i requests, c={opts.concurrency}: "
+        f"{result['requests']:.0f} {opts.workload} requests, c={opts.concurrency}: "
         f"{result['cpu_us']:.1f} µs CPU and {result['wall_us']:.1f} µs wall per request"
     )
     if profile is not None:

@@ -196,6 +196,9 @@ def test_inprocess_bench_drives_the_app(
     assert len(statuses) > 40 and set(statuses) == {200}  # the warm-up's calls, then the 40
     assert inprocess.main(["--requests", "16", "--concurrency", "2"]) == 0
     assert "16 t2i requests, c=2" in capsys.readouterr().out
+    statuses.clear()
+    assert inprocess.main(["--requests", "8", "--concurrency", "2", "--workload", "i2i"]) == 0
+    assert "8 i2i requests, c=2" in capsys.readouterr().out and set(statuses) == {200}
 
 
 def test_ab_compares_two_gateways_with_the_python_load_generator(tmp_path: Path) -> None:

@@ -105,6 +105,8 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
     size = 0
     try:
         async for chunk in request.stream():
+            if not chunk:  # Starlette ends every stream with b"": kept, it would cost a join
+                continue
             if buffer is not None and size + len(chunk) <= len(buffer):
                 buffer[size : size + len(chunk)] = chunk
                 size += len(chunk)
@@ -119,4 +121,6 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
         if chunks or size != len(buffer):  # the server frames bodies by their Content-Length
             raise ApiError(400, "The request body does not match its Content-Length.", "INVALID_ARGUMENT")
         return buffer
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)

@@ -155,6 +155,8 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
 # 64 KiB, so a 1.4 MB image request took ~20 trips through the app's receive chain; every
 # route here reads its body whole anyway (and bounded by the body limit).
 BODY_HIGH_WATER = 4 * 1024 * 1024
+# Longest a received body piece waits for more before the app is woken to take it (below).
+BODY_WAKE_INTERVAL = 0.1
 
 
 def _httptools_class() -> type[asyncio.Protocol] | None:
@@ -170,6 +172,7 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
 
         pieces: list[bytes]
         buffered: int
+        wake: asyncio.TimerHandle | None = None
 
         async def receive(self) -> Any:
             # As uvicorn's own receive (0.30 to 0.38), but for where the body comes from.
@@ -180,6 +183,9 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
                 self.flow.resume_reading()
                 await self.message_event.wait()
                 self.message_event.clear()
+            if self.wake is not None:
+                self.wake.cancel()
+                self.wake = None
             if self.disconnected or self.response_complete:
                 return {"type": "http.disconnect"}
             pieces, self.pieces, self.buffered = self.pieces, [], 0
@@ -221,7 +227,13 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
             cycle.buffered += len(body)
             if cycle.buffered > BODY_HIGH_WATER:
                 self.flow.pause_reading()
-            cycle.message_event.set()
+                cycle.message_event.set()
+            elif cycle.wake is None:
+                # The app is woken when the body is complete (uvicorn's `on_message_complete`),
+                # at the high-water mark, or BODY_WAKE_INTERVAL after a piece it has not seen:
+                # a 1.4 MB body arriving in six pieces is one `receive` and no join in the app,
+                # and a slow body still reaches the app's own deadlines as it comes.
+                cycle.wake = self.loop.call_later(BODY_WAKE_INTERVAL, cycle.message_event.set)
 
     GuardedHttpToolsProtocol.__qualname__ = GuardedHttpToolsProtocol.__name__
     return GuardedHttpToolsProtocol
