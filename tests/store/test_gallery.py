@@ -6,8 +6,11 @@ threads and processes writing into one directory."""
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
 import hashlib
+import mmap
 import os
 import secrets
 import subprocess
@@ -22,6 +25,7 @@ import pytest
 from sqlalchemy import event
 
 import bananagate.store.gallery as gallery_module
+import bananagate.store.segment_files as segment_files
 from bananagate.store import GalleryEntry, GalleryRepository, NewImage, Store
 
 
@@ -134,10 +138,15 @@ def test_segments_hold_the_exact_bytes(store: Store, data_dir: Path, size: int) 
     ids = gallery.add([NewImage(d, "image/png", "rid", 0, 1, "alice", "m", "p") for d in data])
     entries = [entry_of(gallery, image_id) for image_id in ids]
     assert [gallery.read(e) for e in entries] == data and entries[0].size_bytes == size
-    # Appended one after the other to one segment, which holds nothing else.
+    # Appended one after the other to one segment, which holds nothing else; a big image
+    # written directly starts at an aligned offset and is padded with zeros to the next.
+    direct = size >= segment_files.DIRECT_FROM and gallery.writes_direct
+    step = segment_files.align_up(size) if direct else size
     name = entries[0].segment
-    assert [(e.segment, e.segment_offset) for e in entries] == [(name, 0), (name, size)]
-    assert segments(directory) == {name} and segment_bytes(directory, name) == data[0] + data[1]
+    assert [(e.segment, e.segment_offset) for e in entries] == [(name, 0), (name, step)]
+    padding = bytes(step - size)
+    assert segments(directory) == {name}
+    assert segment_bytes(directory, name) == data[0] + padding + data[1] + padding
 
 
 def entry_of(gallery: GalleryRepository, image_id: int) -> GalleryEntry:
@@ -305,6 +314,128 @@ def test_freed_segments_are_overwritten_under_a_new_name(
     monkeypatch.setattr(gallery_module, "SEGMENT_GRACE_SECONDS", 0.0)
     gallery.sweep()
     assert not stale.exists()
+
+
+# --- direct writes ------------------------------------------------------------------------------
+
+
+def resident_pages(path: Path, offset: int, size: int) -> int:
+    """How many pages of `path`'s range are in the page cache (mincore on a read-only map)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = mmap.PAGESIZE
+    start = offset - offset % page
+    length = offset + size - start
+    pages = -(-length // page)
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            assert libc.mincore(address, length, vec) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(address, length)
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec)
+
+
+needs_direct_io = pytest.mark.skipif(
+    segment_files.DIRECT == 0 or not sys.platform.startswith("linux"),
+    reason="O_DIRECT and mincore are Linux's",
+)
+
+
+@needs_direct_io
+def test_big_images_are_written_past_the_page_cache(store: Store, data_dir: Path) -> None:
+    gallery, directory = store.gallery, data_dir / "gallery"
+    gallery.configure(directory, max_bytes=None)
+    big = os.urandom(1024 * 1024 + 10)
+    ids = gallery.add(
+        [NewImage(d, "image/png", "rid", 0, 1, "a", "m", "p") for d in (b"s" * 1000, big, b"t" * 10)]
+    )
+    if not gallery.writes_direct:
+        pytest.skip("this filesystem refuses O_DIRECT: the buffered path is what runs here")
+    small, large, tail = (entry_of(gallery, i) for i in ids)
+    step = segment_files.align_up(len(big))
+    assert [e.segment_offset for e in (small, large, tail)] == [0, 4096, 4096 + step]
+    path = directory / gallery_module.SEGMENT_DIR / str(large.segment)
+    # Written buffered, the small image sits in the page cache; the big one never went through it.
+    assert resident_pages(path, 0, 1000) == 1
+    assert resident_pages(path, large.segment_offset, len(big)) == 0
+    assert [gallery.read(e) for e in (small, large, tail)] == [b"s" * 1000, big, b"t" * 10]
+    assert segment_bytes(directory, large.segment)[1000:4096] == bytes(3096)  # the gap before it
+
+
+@needs_direct_io
+def test_direct_writes_through_eviction_deletes_and_reuse(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments written directly are evicted, zeroed (buffered) and reused (directly again):
+    every image left reads back as written, a deleted one as nothing."""
+    size = segment_files.DIRECT_FROM + 123
+    monkeypatch.setattr(gallery_module, "SEGMENT_MAX_BYTES", 3 * size)
+    gallery, directory = store.gallery, data_dir / "gallery"
+    gallery.configure(directory, max_bytes=None)
+    reused: list[str] = []
+
+    def counted(directory: str, free: str, name: str) -> segment_files.Segment | None:
+        segment = segment_files.reuse_segment(directory, free, name)
+        if segment is not None:
+            reused.append(name)
+        return segment
+
+    monkeypatch.setattr(gallery_module, "reuse_segment", counted)
+    written: dict[int, bytes] = {}
+    for round_ in range(4):
+        batch = [os.urandom(size) for _ in range(4)]
+        ids = gallery.add(
+            [NewImage(d, "image/png", f"r{round_}", i, 1, "a", "m", "p") for i, d in enumerate(batch)]
+        )
+        written.update(zip(ids, batch, strict=True))
+        deleted = ids[1]
+        assert gallery.delete(deleted) == 1
+        del written[deleted]
+        gallery.max_bytes = 6 * size
+        gallery.evict()
+        gallery.max_bytes = None
+    kept = {e.id: e for e in gallery.page(limit=100)}
+    assert kept and set(kept) <= set(written)
+    assert all(gallery.read(entry) == written[image_id] for image_id, entry in kept.items())
+    assert gallery.writes_direct and reused  # freed segments were overwritten directly
+
+
+@needs_direct_io
+def test_a_filesystem_refusing_direct_io_gets_buffered_writes(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+
+    def no_direct(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & segment_files.DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")  # as tmpfs answers
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(segment_files.os, "open", no_direct)
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    data = [b"s" * 1000, os.urandom(segment_files.DIRECT_FROM + 1), os.urandom(segment_files.DIRECT_FROM)]
+    ids = gallery.add([NewImage(d, "image/png", "rid", 0, 1, "a", "m", "p") for d in data])
+    entries = [entry_of(gallery, i) for i in ids]
+    assert not gallery.writes_direct
+    assert [e.segment_offset for e in entries] == [0, 1000, 1000 + len(data[1])]  # nothing aligned
+    assert [gallery.read(e) for e in entries] == data
 
 
 def legacy_row(name: str, size: int) -> dict[str, Any]:

@@ -12,6 +12,11 @@ every segment no row names any more is freed. Bytes are written before their row
 deleted before their bytes, so a row never points at bytes that are not (yet, or any more) there
 on purpose. An image a user deletes has its range overwritten with zeros at once.
 
+Images from `DIRECT_FROM` (256 KiB) on are written with O_DIRECT where the filesystem allows
+it, at offsets aligned to 4 KiB and padded with zeros to it (`segment_files.DirectWrites`): the
+page cache is the kernel's most expensive part of keeping an image (~1-2 ms of CPU per 1 MB
+buffered against ~0.1 ms direct, measured here), and the console reads few of them back.
+
 A process keeps up to `SEGMENT_POOL_MAX` of its own freed segments for reuse: overwriting blocks
 that are already allocated costs a third of appending (~0.15 ms per image). A freed segment is
 renamed (to `<random>.free`) before anything overwrites it and gets a new random name when it is
@@ -68,7 +73,9 @@ from bananagate.store.segment_files import (
     CAN_LOCK,
     NEW_FILE,
     READ_FILE,
+    DirectWrites,
     Segment,
+    align_up,
     pread_all,
     pwrite_all,
     reuse_segment,
@@ -192,7 +199,14 @@ class GalleryRepository:
     in some embeddings); nothing touches the disk until an image is added or opened.
     """
 
-    def __init__(self, engine: Engine, directory: Path | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Path | None = None,
+        max_bytes: int | None = None,
+        *,
+        direct_writes: bool = True,
+    ) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # SQLite and PostgreSQL hand back the new ids of a many-row INSERT.
@@ -212,6 +226,13 @@ class GalleryRepository:
         self._left: set[str] = set()
         # Freed segments of this process waiting to be overwritten (names of `.free` files).
         self._pool: list[str] = []
+        self._direct = DirectWrites(direct_writes)
+
+    @property
+    def writes_direct(self) -> bool:
+        """Whether images from `DIRECT_FROM` on are written with O_DIRECT (False where the
+        platform has none or the filesystem refused it)."""
+        return self._direct.enabled
 
     def configure(self, directory: Path, max_bytes: int | None) -> None:
         with self._lock:
@@ -227,6 +248,7 @@ class GalleryRepository:
         freed segments kept for reuse back to the disk."""
         with self._lock:
             self._leave_segment()
+            self._direct.close()
             pool, self._pool = self._pool, []
         for name in pool:
             self._unlink_segment(name)
@@ -311,11 +333,18 @@ class GalleryRepository:
                 segment = self._segment = self._open_segment()
             offset = segment.end
             try:
-                pwrite_all(segment.fd, data, offset)
+                written = None
+                if self._direct.wants(len(data)):
+                    written = self._direct.write(segment, data, align_up(offset))
+                    if written is not None:
+                        offset = align_up(offset)
+                if written is None:
+                    pwrite_all(segment.fd, data, offset)
+                    written = len(data)
             except BaseException:
                 self._leave_segment()  # its end is unknown now: nothing more goes into it
                 raise
-            segment.end = offset + len(data)
+            segment.end = offset + written
             segment.written_at = now
             self._unsettled[segment.name] += 1
             return segment.name, offset
@@ -333,7 +362,7 @@ class GalleryRepository:
         except FileNotFoundError:  # the directory was removed under us: make it again
             self._dir_made = False
             fd = os.open(os.path.join(self._segments_dir(), name), NEW_FILE, 0o666)
-        return Segment(fd, name)
+        return Segment(fd, name, os.path.join(self._segments_dir(), name))
 
     def _reuse(self, free: str, name: str) -> Segment | None:
         """With the lock held: the freed segment `free` renamed to `name`, or None if it is gone.
@@ -348,8 +377,7 @@ class GalleryRepository:
         """With the lock held: stop appending to the current segment."""
         segment, self._segment = self._segment, None
         if segment is not None:
-            with contextlib.suppress(OSError):
-                os.close(segment.fd)
+            segment.close()
             self._left.add(segment.name)
 
     def _settle(self, rows: Sequence[dict[str, Any]]) -> None:

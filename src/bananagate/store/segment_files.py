@@ -3,6 +3,9 @@ repository appends to (`store.gallery` keeps the rows that name their ranges).""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import mmap
 import os
 import time
 
@@ -52,15 +55,96 @@ def same_file(fd: int, path: str) -> bool:
 
 
 class Segment:
-    """The segment a repository appends to: its file, name and end, and when it was written."""
+    """The segment a repository appends to: its file, name and end, and when it was written;
+    `direct_fd` is the same file opened for direct writes, once one was made."""
 
-    __slots__ = ("end", "fd", "name", "written_at")
+    __slots__ = ("direct_fd", "end", "fd", "name", "path", "written_at")
 
-    def __init__(self, fd: int, name: str) -> None:
+    def __init__(self, fd: int, name: str, path: str) -> None:
         self.fd = fd
         self.name = name
+        self.path = path
         self.end = 0
         self.written_at = time.monotonic()
+        self.direct_fd: int | None = None
+
+    def close(self) -> None:
+        for fd in (self.fd, self.direct_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+# Direct writes (O_DIRECT) skip the page cache. A buffered write of a 1 MB image into a growing
+# segment cost ~1-2 ms of kernel CPU here (page-cache pages, dirty throttling, then writeback),
+# a direct one ~0.1 ms; the gallery writes every image the gateway delivers, and the console
+# reads few of them back. Direct I/O wants the file offset, the length and the memory aligned.
+DIRECT = getattr(os, "O_DIRECT", 0)  # 0 where the platform has none (macOS): always buffered
+DIRECT_ALIGN = 4096  # covers 512-byte and 4 KiB logical blocks
+# Smaller images are written buffered: padding each to the alignment would waste up to 4 KiB.
+DIRECT_FROM = 256 * 1024
+# A scratch buffer up to this size is kept between writes; a bigger one is unmapped after use.
+_KEEP_BUFFER = 8 * 1024 * 1024
+
+
+def align_up(size: int) -> int:
+    return -(-size // DIRECT_ALIGN) * DIRECT_ALIGN
+
+
+class DirectWrites:
+    """Direct writes into segments, through a page-aligned scratch buffer (an anonymous mmap).
+
+    Off for good after the first refusal (a filesystem without O_DIRECT, tmpfs say, refuses the
+    open with EINVAL): the caller then writes buffered, as it does for small images. Not
+    thread-safe: the repository calls it under its lock."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and DIRECT != 0
+        self._buffer: mmap.mmap | None = None
+
+    def wants(self, size: int) -> bool:
+        return self.enabled and size >= DIRECT_FROM
+
+    def write(self, segment: Segment, data: bytes | memoryview, offset: int) -> int | None:
+        """Write `data` at `offset` (aligned) padded with zeros to the alignment: the bytes
+        written, or None when direct I/O cannot be used here (nothing was written)."""
+        if segment.direct_fd is None:
+            try:
+                segment.direct_fd = os.open(segment.path, WRITE_FILE | DIRECT)
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:
+                    self.enabled = False
+                return None  # written buffered through the segment's own descriptor
+        size = len(data)
+        padded = align_up(size)
+        buffer = self._buffer
+        if buffer is None or len(buffer) < padded:
+            if buffer is not None:
+                buffer.close()
+            buffer = mmap.mmap(-1, max(padded, 1024 * 1024))
+        self._buffer = buffer if len(buffer) <= _KEEP_BUFFER else None
+        try:
+            buffer[:size] = data
+            buffer[size:padded] = bytes(padded - size)
+            with memoryview(buffer) as whole, whole[:padded] as view:
+                try:
+                    pwrite_all(segment.direct_fd, view, offset)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    # Alignment refused (a device with bigger blocks): buffered from now on;
+                    # the caller's buffered write covers whatever part was written.
+                    self.enabled = False
+                    return None
+        finally:
+            if self._buffer is None:
+                buffer.close()
+        return padded
+
+    def close(self) -> None:
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
 
 
 def reuse_segment(directory: str, free: str, name: str) -> Segment | None:
@@ -82,7 +166,7 @@ def reuse_segment(directory: str, free: str, name: str) -> Segment | None:
     except OSError:
         os.close(fd)
         return None
-    return Segment(fd, name)
+    return Segment(fd, name, os.path.join(directory, name))
 
 
 def zero_range(path: str, offset: int, size: int) -> None:
