@@ -1,4 +1,5 @@
-"""How `server/http11.py` hands a request body to the app: under real uvicorn, over a real socket.
+"""How `server/http11.py` hands a request body to the app, and a chunked answer to the client:
+under real uvicorn, over a real socket.
 
 A body that arrives in many pieces within moments is one `http.request` message (one join, one
 trip through the app's receive chain); a body that trickles reaches the app as it comes, at least
@@ -8,6 +9,7 @@ every `BODY_WAKE_INTERVAL`, so the app's own body deadlines still see its progre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -55,6 +57,12 @@ class Recorder:
 @pytest.fixture
 def served() -> Iterator[tuple[Recorder, int]]:
     app = Recorder()
+    with serving(app) as port:
+        yield app, port
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(
@@ -66,7 +74,7 @@ def served() -> Iterator[tuple[Recorder, int]]:
     while not server.started:
         time.sleep(0.01)
     try:
-        yield app, sock.getsockname()[1]
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(10)
@@ -111,3 +119,56 @@ def test_a_trickled_body_reaches_the_app_as_it_comes(served: tuple[Recorder, int
     # once at the end.
     assert len(messages) >= 3
     assert messages[0][2] - started < 2 * pause
+
+
+def _chunks_app(chunks: list[bytes]) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-test", b"1")]})
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def _exchange(port: int, request: bytes, until: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        received = b""
+        while not received.endswith(until):
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def test_big_chunks_of_a_chunked_answer_are_framed_as_uvicorn_frames_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    big = bytes(range(256)) * 1000  # 256,000 bytes: written as three buffers, not joined
+    chunks = [b"data: small\r\n\r\n", big, http11.CHUNK_WRITELINES_FROM * b"x", b"tail"]
+    framed_by_uvicorn: list[int] = []
+    uvicorn_send = RequestResponseCycle.send
+
+    async def spy(self: Any, message: Any) -> None:
+        framed_by_uvicorn.append(len(message.get("body", b"")))
+        await uvicorn_send(self, message)
+
+    monkeypatch.setattr(RequestResponseCycle, "send", spy)
+    with serving(_chunks_app(chunks)) as port:
+        request = b"GET /events HTTP/1.1\r\nhost: t\r\n\r\n"
+        for _ in range(2):  # twice on one connection: the first answer ended cleanly
+            received = _exchange(port, request, b"0\r\n\r\n")
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert b"transfer-encoding: chunked" in head.lower()
+            assert body == b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+        head_only = _exchange(port, b"HEAD /events HTTP/1.1\r\nhost: t\r\n\r\n", b"\r\n\r\n")
+        assert head_only.startswith(b"HTTP/1.1 200") and head_only.endswith(b"\r\n\r\n")
+        assert big[:100] not in head_only
+    # uvicorn framed (and copied) only the small chunks; the big ones reached it empty.
+    assert framed_by_uvicorn[1:6] == [len(chunks[0]), 0, 0, len(chunks[3]), 0]

@@ -155,6 +155,8 @@ class GuardedH11Protocol(_Guarded, H11Protocol):
 # 64 KiB, so a 1.4 MB image request took ~20 trips through the app's receive chain; every
 # route here reads its body whole anyway (and bounded by the body limit).
 BODY_HIGH_WATER = 4 * 1024 * 1024
+# From this size on a chunk of a chunked response is written as its pieces (`PiecesCycle.send`).
+CHUNK_WRITELINES_FROM = 64 * 1024
 # Longest a received body piece waits for more before the app is woken to take it (below).
 BODY_WAKE_INTERVAL = 0.1
 
@@ -168,11 +170,36 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
     class PiecesCycle(RequestResponseCycle):
         """uvicorn's request cycle with the body kept as the pieces the parser handed over and
         joined once per `receive`: uvicorn appends each piece to a bytearray and copies that
-        into bytes again, two copies of every byte of a multi-megabyte image request."""
+        into bytes again, two copies of every byte of a multi-megabyte image request. A big
+        chunk of a chunked response (a stream event with an image) goes out without the copy
+        uvicorn makes to put its size line and CRLF around it."""
 
         pieces: list[bytes]
         buffered: int
         wake: asyncio.TimerHandle | None = None
+
+        async def send(self, message: Any) -> None:
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if (
+                len(body) >= CHUNK_WRITELINES_FROM
+                and self.chunked_encoding
+                and self.response_started
+                and not self.response_complete
+                and not self.disconnected
+                and self.scope["method"] != "HEAD"
+            ):
+                if self.flow.write_paused:
+                    await self.flow.drain()  # as uvicorn's send does first
+                if self.disconnected:
+                    return
+                # The chunk as uvicorn frames it, handed over as three buffers (one writev).
+                self.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
+                message = {
+                    "type": "http.response.body",
+                    "body": b"",
+                    "more_body": message.get("more_body", False),
+                }
+            await super().send(message)
 
         async def receive(self) -> Any:
             # As uvicorn's own receive (0.30 to 0.38), but for where the body comes from.
