@@ -28,8 +28,44 @@ class SseSplitter:
         self._buffer = bytearray()
         self._searched = 0
         self._max = max_event_bytes
+        # The pieces of a one-line `data: ` event still coming, kept as they came (no line end
+        # in any of them, the buffer empty meanwhile): its payload is one join when it ends,
+        # where the buffer copied a megabyte event in and then out again.
+        self._pieces: list[bytes] = []
+        self._pieces_size = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if self._pieces or (not self._buffer and chunk.startswith(b"data: ")):
+            return self._feed_piece(chunk)
+        return self._feed_buffer(chunk)
+
+    def _feed_piece(self, chunk: bytes) -> list[bytes]:
+        lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
+        at = min(lf, cr) if lf >= 0 and cr >= 0 else max(lf, cr)
+        if at < 0:
+            self._pieces.append(chunk)
+            self._pieces_size += len(chunk)
+            if self._pieces_size > self._max:
+                raise EventTooLarge(f"an upstream stream event exceeds {self._max} bytes")
+            return []
+        # As in `_feed_buffer`: a trailing CR may be half of a CRLF still in flight.
+        limit = len(chunk) - (1 if chunk.endswith(b"\r") else 0)
+        match = _EVENT_END.match(chunk, at, limit)
+        pieces, self._pieces, self._pieces_size = self._pieces, [], 0
+        if match is None:  # not a one-line event after all, or its end is not all here yet
+            for piece in pieces:
+                self._buffer += piece
+            self._searched = max(0, len(self._buffer) - _OVERLAP)
+            return self._feed_buffer(chunk)
+        if pieces:
+            payload = b"".join((memoryview(pieces[0])[6:], *pieces[1:], memoryview(chunk)[:at]))
+        else:
+            payload = chunk[6:at]
+        if match.end() == len(chunk):
+            return [payload]
+        return [payload, *self._feed_buffer(memoryview(chunk)[match.end() :])]
+
+    def _feed_buffer(self, chunk: bytes | memoryview) -> list[bytes]:
         self._buffer += chunk
         events: list[bytes] = []
         start = 0
@@ -49,6 +85,11 @@ class SseSplitter:
         self._searched = max(0, len(self._buffer) - _OVERLAP)
         if len(self._buffer) > self._max:
             raise EventTooLarge(f"an upstream stream event exceeds {self._max} bytes")
+        buffer = self._buffer
+        if buffer.startswith(b"data: ") and buffer.find(b"\n") < 0 and buffer.find(b"\r") < 0:
+            # The start of a one-line event (an image, say): the rest of it comes as pieces.
+            self._pieces, self._pieces_size = [bytes(buffer)], len(buffer)
+            self._buffer, self._searched = bytearray(), 0
         return events
 
     def _next_event_end(self, pos: int, limit: int) -> re.Match[bytes] | None:
@@ -68,6 +109,9 @@ class SseSplitter:
 
     def close(self) -> list[bytes]:
         """Whatever is left when the stream ends (an event without its final blank line)."""
+        for piece in self._pieces:
+            self._buffer += piece
+        self._pieces, self._pieces_size = [], 0
         rest, self._buffer = bytes(self._buffer), bytearray()
         self._searched = 0
         payload = _data_of(rest)
