@@ -75,9 +75,7 @@ from bananagate.store.segment_files import (
     READ_FILE,
     DirectWrites,
     Segment,
-    align_up,
     pread_all,
-    pwrite_all,
     reuse_segment,
     same_file,
     zero_range,
@@ -199,14 +197,7 @@ class GalleryRepository:
     in some embeddings); nothing touches the disk until an image is added or opened.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        directory: Path | None = None,
-        max_bytes: int | None = None,
-        *,
-        direct_writes: bool = True,
-    ) -> None:
+    def __init__(self, engine: Engine, directory: Path | None = None, max_bytes: int | None = None) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # SQLite and PostgreSQL hand back the new ids of a many-row INSERT.
@@ -226,7 +217,7 @@ class GalleryRepository:
         self._left: set[str] = set()
         # Freed segments of this process waiting to be overwritten (names of `.free` files).
         self._pool: list[str] = []
-        self._direct = DirectWrites(direct_writes)
+        self._direct = DirectWrites()
 
     @property
     def writes_direct(self) -> bool:
@@ -331,16 +322,8 @@ class GalleryRepository:
                 segment = None
             if segment is None:
                 segment = self._segment = self._open_segment()
-            offset = segment.end
             try:
-                written = None
-                if self._direct.wants(len(data)):
-                    written = self._direct.write(segment, data, align_up(offset))
-                    if written is not None:
-                        offset = align_up(offset)
-                if written is None:
-                    pwrite_all(segment.fd, data, offset)
-                    written = len(data)
+                offset, written = self._direct.append(segment, data)
             except BaseException:
                 self._leave_segment()  # its end is unknown now: nothing more goes into it
                 raise
@@ -357,12 +340,14 @@ class GalleryRepository:
             reused = self._reuse(self._pool.pop(), name)
             if reused is not None:
                 return reused
+        path = os.path.join(self._segments_dir(), name)
         try:
-            fd = os.open(os.path.join(self._segments_dir(), name), NEW_FILE, 0o666)
+            fd = os.open(path, NEW_FILE, 0o666)
         except FileNotFoundError:  # the directory was removed under us: make it again
             self._dir_made = False
-            fd = os.open(os.path.join(self._segments_dir(), name), NEW_FILE, 0o666)
-        return Segment(fd, name, os.path.join(self._segments_dir(), name))
+            self._segments_dir()
+            fd = os.open(path, NEW_FILE, 0o666)
+        return Segment(fd, name, path)
 
     def _reuse(self, free: str, name: str) -> Segment | None:
         """With the lock held: the freed segment `free` renamed to `name`, or None if it is gone.

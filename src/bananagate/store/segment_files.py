@@ -98,14 +98,22 @@ class DirectWrites:
     open with EINVAL): the caller then writes buffered, as it does for small images. Not
     thread-safe: the repository calls it under its lock."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and DIRECT != 0
+    def __init__(self) -> None:
+        self.enabled = DIRECT != 0
         self._buffer: mmap.mmap | None = None
 
-    def wants(self, size: int) -> bool:
-        return self.enabled and size >= DIRECT_FROM
+    def append(self, segment: Segment, data: bytes | memoryview) -> tuple[int, int]:
+        """Write `data` at the end of `segment`, directly when it is big enough and direct I/O
+        works here, else buffered: (its offset, the bytes it takes there)."""
+        if self.enabled and len(data) >= DIRECT_FROM:
+            offset = align_up(segment.end)
+            written = self._write(segment, data, offset)
+            if written is not None:
+                return offset, written
+        pwrite_all(segment.fd, data, segment.end)
+        return segment.end, len(data)
 
-    def write(self, segment: Segment, data: bytes | memoryview, offset: int) -> int | None:
+    def _write(self, segment: Segment, data: bytes | memoryview, offset: int) -> int | None:
         """Write `data` at `offset` (aligned) padded with zeros to the alignment: the bytes
         written, or None when direct I/O cannot be used here (nothing was written)."""
         if segment.direct_fd is None:
