@@ -100,12 +100,14 @@ def _post(port: int, pieces: list[bytes], pause: float) -> bytes:
 def test_a_body_that_arrives_at_once_is_one_message(served: tuple[Recorder, int]) -> None:
     app, port = served
     pieces = [bytes([i]) * 240_000 for i in range(6)]  # 1.44 MB in six writes
-    for _ in range(3):
-        assert _post(port, pieces, pause=0.001).endswith(b"1440000")
-    # uvicorn's own protocol woke the app for every piece the parser handed over.
-    assert [[(size, more) for size, more, _ in messages] for messages in app.requests] == [
-        [(1_440_000, False)]
-    ] * 3
+    for _ in range(5):
+        assert _post(port, pieces, pause=0).endswith(b"1440000")
+    counts = [len(messages) for messages in app.requests]
+    assert all(sum(size for size, _, _ in messages) == 1_440_000 for messages in app.requests)
+    assert all(not messages[-1][1] for messages in app.requests)  # the last says: no more body
+    # One message each (uvicorn's own protocol woke the app for every piece the parser handed
+    # over: 9 here); a stall of the machine longer than BODY_WAKE_INTERVAL mid-body may split one.
+    assert counts.count(1) >= 4 and max(counts) <= 2, counts
 
 
 def test_a_trickled_body_reaches_the_app_as_it_comes(served: tuple[Recorder, int]) -> None:
