@@ -40,8 +40,7 @@ class SseSplitter:
         return self._feed_buffer(chunk)
 
     def _feed_piece(self, chunk: bytes) -> list[bytes]:
-        lf, cr = chunk.find(b"\n"), chunk.find(b"\r")
-        at = min(lf, cr) if lf >= 0 and cr >= 0 else max(lf, cr)
+        at = _line_end(chunk, 0, len(chunk))
         if at < 0:
             self._pieces.append(chunk)
             self._pieces_size += len(chunk)
@@ -53,9 +52,7 @@ class SseSplitter:
         match = _EVENT_END.match(chunk, at, limit)
         pieces, self._pieces, self._pieces_size = self._pieces, [], 0
         if match is None:  # not a one-line event after all, or its end is not all here yet
-            for piece in pieces:
-                self._buffer += piece
-            self._searched = max(0, len(self._buffer) - _OVERLAP)
+            self._buffer_pieces(pieces)
             return self._feed_buffer(chunk)
         if pieces:
             payload = b"".join((memoryview(pieces[0])[6:], *pieces[1:], memoryview(chunk)[:at]))
@@ -64,6 +61,12 @@ class SseSplitter:
         if match.end() == len(chunk):
             return [payload]
         return [payload, *self._feed_buffer(memoryview(chunk)[match.end() :])]
+
+    def _buffer_pieces(self, pieces: list[bytes]) -> None:
+        """Back to the buffer with the pieces (no line end in any of them: already searched)."""
+        for piece in pieces:
+            self._buffer += piece
+        self._searched = max(0, len(self._buffer) - _OVERLAP)
 
     def _feed_buffer(self, chunk: bytes | memoryview) -> list[bytes]:
         self._buffer += chunk
@@ -97,8 +100,7 @@ class SseSplitter:
         # payload has no raw line breaks, so that is about twice per event, whatever its size).
         buffer = self._buffer
         while pos < limit:
-            lf, cr = buffer.find(b"\n", pos, limit), buffer.find(b"\r", pos, limit)
-            at = min(lf, cr) if lf >= 0 and cr >= 0 else max(lf, cr)
+            at = _line_end(buffer, pos, limit)
             if at < 0:
                 return None
             match = _EVENT_END.match(buffer, at, limit)
@@ -109,13 +111,18 @@ class SseSplitter:
 
     def close(self) -> list[bytes]:
         """Whatever is left when the stream ends (an event without its final blank line)."""
-        for piece in self._pieces:
-            self._buffer += piece
+        self._buffer_pieces(self._pieces)
         self._pieces, self._pieces_size = [], 0
         rest, self._buffer = bytes(self._buffer), bytearray()
         self._searched = 0
         payload = _data_of(rest)
         return [payload] if payload is not None else []
+
+
+def _line_end(data: bytes | bytearray, pos: int, limit: int) -> int:
+    """Index of the first CR or LF in `data[pos:limit]`, or -1 (two memchr-speed searches)."""
+    lf, cr = data.find(b"\n", pos, limit), data.find(b"\r", pos, limit)
+    return min(lf, cr) if lf >= 0 and cr >= 0 else max(lf, cr)
 
 
 def _data_in(buffer: bytearray, start: int, end: int) -> bytes | None:

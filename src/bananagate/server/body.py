@@ -121,6 +121,4 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
         if chunks or size != len(buffer):  # the server frames bodies by their Content-Length
             raise ApiError(400, "The request body does not match its Content-Length.", "INVALID_ARGUMENT")
         return buffer
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
