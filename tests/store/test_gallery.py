@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 from sqlalchemy import event
 
 import bananagate.store.gallery as gallery_module
@@ -83,6 +84,50 @@ def test_insert_keeps_several_requests_in_one_statement(store: Store, data_dir: 
         assert [e.file_name for e in entries if e] == [row["file_name"] for row in group]
     assert gallery.totals() == (6, 600)
     assert gallery.insert([[], []]) == [[], []]
+
+
+def test_rows_are_stored_exactly_as_the_orm_stores_them(store: Store, data_dir: Path) -> None:
+    """The batch INSERT is the driver's own SQL: every column must read back as the same values
+    inserted through SQLAlchemy's statement execution (dates, NULLs, text, big integers)."""
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    when = datetime(2026, 12, 6, 13, 45, 7, 123456, tzinfo=UTC)
+    rows = []
+    for i, text in enumerate((None, "a caption ✓")):
+        row = gallery.write(dataclasses.replace(image(i), text=text, cost_nanos=2**40 + i), when)
+        assert row is not None
+        rows.append(row)
+    [ids] = gallery.insert([rows[:1]])
+    assert isinstance(ids, list)
+    twin = {**rows[1], "file_name": rows[0]["file_name"][:-4] + "0.png"}
+    with store.engine.begin() as connection:
+        orm_id = connection.execute(sqlalchemy.insert(gallery_module.GalleryImage), twin).inserted_primary_key
+    assert orm_id is not None
+    [ids2] = gallery.insert([rows[1:]])
+    assert isinstance(ids2, list)
+    columns = [c for c in gallery_module.GalleryImage.__table__.columns if c.name not in ("id", "file_name")]
+    with store.engine.connect() as connection:
+        got = {
+            r.id: r
+            for r in connection.execute(
+                sqlalchemy.select(gallery_module.GalleryImage.__table__).where(
+                    gallery_module.GalleryImage.id.in_([ids[0], ids2[0], orm_id[0]])
+                )
+            )
+        }
+    raw, orm = got[ids2[0]], got[orm_id[0]]
+    assert [raw._mapping[c.name] for c in columns] == [orm._mapping[c.name] for c in columns]
+    # And as the database holds them (SQLite keeps dates as text: the same text, not just a
+    # value that parses back the same).
+    names = ", ".join(c.name for c in columns)
+    with store.engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            f"SELECT {names} FROM gallery_images WHERE id IN ({ids2[0]}, {orm_id[0]}) ORDER BY id"
+        ).all()
+    assert stored[0] == stored[1]
+    first = got[ids[0]]
+    assert first.created_at == when and first.text is None and first.cost_nanos == 2**40
+    assert raw.text == "a caption ✓" and raw.segment_offset == rows[1]["segment_offset"]
 
 
 def test_a_bad_group_fails_alone_and_takes_its_bytes(store: Store, data_dir: Path) -> None:

@@ -68,6 +68,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
+from bananagate.store.driver_sql import MAX_ROWS_PER_STATEMENT, DriverInsert
 from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
 from bananagate.store.segment_files import (
     CAN_LOCK,
@@ -169,6 +170,8 @@ class GalleryEntry:
 
 
 _TABLE = cast(Table, GalleryImage.__table__)
+# The columns `write` gives a row (all but the id).
+_ROW_FIELDS = tuple(column.name for column in _TABLE.columns if column.name != "id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,7 @@ class GalleryRepository:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         # SQLite and PostgreSQL hand back the new ids of a many-row INSERT.
         self._many_returning = bool(engine.dialect.insert_executemany_returning)
+        self._driver_insert = DriverInsert(_TABLE, _ROW_FIELDS, engine.dialect)
         self._delete_returning = bool(engine.dialect.delete_returning)
         self.directory = directory
         self.max_bytes = max_bytes
@@ -400,11 +404,18 @@ class GalleryRepository:
         if not rows:
             return []
         if self._many_returning:
-            # One multi-row INSERT ... RETURNING. Asking for the ids in parameter order would
-            # make SQLAlchemy fall back to a statement per row on SQLite; the unique file name
-            # maps them back instead.
-            statement = insert(_TABLE).returning(_TABLE.c.id, _TABLE.c.file_name)
-            by_name = {name: int(i) for i, name in connection.execute(statement, rows)}
+            # Multi-row INSERT ... RETURNING as the driver's own SQL (`store.driver_sql`: the
+            # writer thread held the GIL through most of SQLAlchemy's statement execution). The
+            # rows come back in no set order; the unique file name maps them to theirs.
+            by_name: dict[str, int] = {}
+            insert_ = self._driver_insert
+            for at in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+                chunk = rows[at : at + MAX_ROWS_PER_STATEMENT]
+                values = [v for row in chunk for v in insert_.values(row.get(name) for name in _ROW_FIELDS)]
+                result = connection.exec_driver_sql(
+                    insert_.returning(len(chunk), ("id", "file_name")), tuple(values)
+                )
+                by_name.update((name, int(i)) for i, name in result)
             return [by_name[row["file_name"]] for row in rows]
         ids: list[int] = []
         for row in rows:
