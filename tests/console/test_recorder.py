@@ -10,8 +10,10 @@ import itertools
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio.to_thread
@@ -19,6 +21,7 @@ import orjson
 import pytest
 from sqlalchemy import event
 
+import bananagate.console.recorder as recorder_module
 from bananagate.console.recorder import GalleryRecorder
 from bananagate.protocol.catalog import find_model
 from bananagate.protocol.validation import parse_and_check
@@ -281,6 +284,35 @@ async def test_a_stuck_writer_gives_up_images_after_one_stall(
     assert any("rid=s2" in m and "not kept" in m for m in messages)
     assert any("moves again; 2 answer(s)" in m for m in messages)
     assert [len(store.gallery.by_request(r)) for r in ("s1", "s2", "s3", "s4")] == [1, 0, 0, 1]
+
+
+async def test_room_waits_on_the_writer_not_a_timer_and_gives_up_after_a_stall(
+    store: Store, held: HeldStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[float] = []  # each time a held request looks at the backlog again
+
+    def monotonic() -> float:
+        looks.append(time.monotonic())
+        return looks[-1]
+
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=monotonic))
+    body = answer(image_part(picture(1)))
+    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=0.3)
+    held.hold()
+    recorder.submit(make_call("w1"), ALICE, [body], 1, 1)
+    await held.writer_blocked()
+    second = [answer(image_part(picture(2)))]
+    waiting = [asyncio.ensure_future(recorder.room(second)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    # Parked on the writer: one look each, not one every few milliseconds.
+    assert not any(w.done() for w in waiting) and len(looks) == 3
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)  # given up at the stall deadline
+    assert len(looks) == 4 and looks[-1] - looks[0] >= 0.3  # one look marks the writer stalled
+    held.release()
+    await recorder.drain()
+    recorder.submit(make_call("w2"), ALICE, second, 1, 1)  # the writer moves again: queued at once
+    await recorder.drain()
+    assert [len(store.gallery.by_request(r)) for r in ("w1", "w2")] == [1, 1]
 
 
 async def test_snake_case_answers_are_kept(store: Store) -> None:
