@@ -86,6 +86,24 @@ def test_insert_keeps_several_requests_in_one_statement(store: Store, data_dir: 
     assert gallery.insert([[], []]) == [[], []]
 
 
+def test_without_multi_row_returning_rows_go_one_by_one(store: Store, data_dir: Path) -> None:
+    """A database without multi-row INSERT ... RETURNING (SQLite before 3.35) gets a statement
+    per row, with the same ids and rows."""
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    gallery._many_returning = False
+    when = datetime.now(UTC)
+    groups = [
+        [row for row in (gallery.write(image(i), when) for i in range(j, j + 2)) if row] for j in (0, 2)
+    ]
+    seen = statements(store)
+    result = gallery.insert(groups)
+    assert sum(s.lstrip().upper().startswith("INSERT INTO GALLERY_IMAGES") for s in seen) == 4
+    for group, ids in zip(groups, result, strict=True):
+        assert isinstance(ids, list)
+        assert [e.file_name for e in map(gallery.get, ids) if e] == [row["file_name"] for row in group]
+
+
 def test_rows_are_stored_exactly_as_the_orm_stores_them(store: Store, data_dir: Path) -> None:
     """The batch INSERT is the driver's own SQL: every column must read back as the same values
     inserted through SQLAlchemy's statement execution (dates, NULLs, text, big integers)."""

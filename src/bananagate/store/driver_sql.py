@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Dialect, Table
+from sqlalchemy import Connection, Dialect, Row, Table
 
 # A positional parameter in each DB-API paramstyle the store's drivers use.
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -44,11 +44,24 @@ class DriverInsert:
             v if p is None or v is None else p(v) for v, p in zip(values, self._processors, strict=True)
         )
 
-    def returning(self, rows: int, columns: Sequence[str]) -> str:
-        """A multi-row INSERT of `rows` rows that returns `columns` of each (in no set order)."""
-        key = (rows, tuple(columns))
-        sql = self._returning.get(key)
+    def returning(
+        self, connection: Connection, rows: Sequence[Iterable[Any]], columns: Sequence[str]
+    ) -> list[Row[Any]]:
+        """Insert `rows` (values in `columns` order) by multi-row INSERTs that return `columns`
+        of each row, in no set order."""
+        returned: list[Row[Any]] = []
+        for at in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
+            chunk = rows[at : at + MAX_ROWS_PER_STATEMENT]
+            values = tuple(v for row in chunk for v in self.values(row))
+            returned += connection.exec_driver_sql(
+                self._returning_sql(len(chunk), tuple(columns)), values
+            ).all()
+        return returned
+
+    def _returning_sql(self, rows: int, columns: tuple[str, ...]) -> str:
+        sql = self._returning.get((rows, columns))
         if sql is None:
             returned = ", ".join(self.quote(self._table.c[name].name) for name in columns)
-            sql = self._returning[key] = f"{self._head}{', '.join([self._tuple] * rows)} RETURNING {returned}"
+            sql = f"{self._head}{', '.join([self._tuple] * rows)} RETURNING {returned}"
+            self._returning[rows, columns] = sql
         return sql

@@ -51,25 +51,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import (
-    BigInteger,
-    Connection,
-    Engine,
-    Index,
-    Integer,
-    String,
-    Table,
-    Text,
-    delete,
-    func,
-    insert,
-    select,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from bananagate.protocol.catalog import extension_for
-from bananagate.store.driver_sql import MAX_ROWS_PER_STATEMENT, DriverInsert
-from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH, Base, UTCDateTime
+from bananagate.store.driver_sql import DriverInsert
+from bananagate.store.gallery_schema import GalleryImage
+from bananagate.store.schema import NAME_MAX_LENGTH, REQUEST_ID_MAX_LENGTH
 from bananagate.store.segment_files import (
     CAN_LOCK,
     NEW_FILE,
@@ -100,42 +88,6 @@ SEGMENT_POOL_MAX = 2
 FREE_NAME_RE = re.compile(r"[0-9a-f]{32}\.free")
 # Files of the per-file layout's recycling pool (before segments), removed at eviction.
 _OLD_RECYCLE_DIR = ".recycle"
-
-
-class GalleryImage(Base):
-    """One kept image. `cost_nanos` is the whole request's charge (shared by its images)."""
-
-    __tablename__ = "gallery_images"
-    __table_args__ = (
-        Index("ix_gallery_images_created_at", "created_at"),
-        Index("ix_gallery_images_key_name", "key_name"),
-        Index("ix_gallery_images_model", "model"),
-        Index("ix_gallery_images_request_id", "request_id"),
-        Index("ix_gallery_images_segment", "segment"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    request_id: Mapped[str] = mapped_column(String(REQUEST_ID_MAX_LENGTH))
-    # Position among the request's images (an answer may carry several).
-    image_index: Mapped[int] = mapped_column(Integer())
-    key_id: Mapped[int | None] = mapped_column(Integer())
-    key_name: Mapped[str] = mapped_column(String(NAME_MAX_LENGTH))
-    model: Mapped[str] = mapped_column(String(100))
-    prompt: Mapped[str] = mapped_column(Text())
-    # The model's (non-thought) text parts, joined.
-    text: Mapped[str | None] = mapped_column(Text())
-    # JSON: aspect ratio, image size, input image count, streamed, channel, finish reason.
-    params: Mapped[str] = mapped_column(Text())
-    mime_type: Mapped[str] = mapped_column(String(64))
-    # The image's unique random name: its file's before segments, its thumbnail's.
-    file_name: Mapped[str] = mapped_column(String(64), unique=True)
-    # Where its bytes are: a segment's name and the offset in it (NULL: the file `file_name`).
-    segment: Mapped[str | None] = mapped_column(String(64))
-    segment_offset: Mapped[int | None] = mapped_column(BigInteger())
-    size_bytes: Mapped[int] = mapped_column(BigInteger())
-    cost_nanos: Mapped[int] = mapped_column(BigInteger())
-    latency_ms: Mapped[int] = mapped_column(Integer())
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +155,10 @@ class GalleryRepository:
     def __init__(self, engine: Engine, directory: Path | None = None, max_bytes: int | None = None) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        # SQLite and PostgreSQL hand back the new ids of a many-row INSERT.
-        self._many_returning = bool(engine.dialect.insert_executemany_returning)
+        # SQLite (3.35 on) and PostgreSQL hand back the new ids of a multi-row INSERT.
+        self._many_returning = bool(
+            engine.dialect.insert_returning and engine.dialect.supports_multivalues_insert
+        )
         self._driver_insert = DriverInsert(_TABLE, _ROW_FIELDS, engine.dialect)
         self._delete_returning = bool(engine.dialect.delete_returning)
         self.directory = directory
@@ -404,18 +358,11 @@ class GalleryRepository:
         if not rows:
             return []
         if self._many_returning:
-            # Multi-row INSERT ... RETURNING as the driver's own SQL (`store.driver_sql`: the
-            # writer thread held the GIL through most of SQLAlchemy's statement execution). The
-            # rows come back in no set order; the unique file name maps them to theirs.
-            by_name: dict[str, int] = {}
-            insert_ = self._driver_insert
-            for at in range(0, len(rows), MAX_ROWS_PER_STATEMENT):
-                chunk = rows[at : at + MAX_ROWS_PER_STATEMENT]
-                values = [v for row in chunk for v in insert_.values(row.get(name) for name in _ROW_FIELDS)]
-                result = connection.exec_driver_sql(
-                    insert_.returning(len(chunk), ("id", "file_name")), tuple(values)
-                )
-                by_name.update((name, int(i)) for i, name in result)
+            # The driver's own SQL (`store.driver_sql`); rows come back in no set order, and
+            # their unique file names map them to theirs.
+            values = [[row.get(name) for name in _ROW_FIELDS] for row in rows]
+            returned = self._driver_insert.returning(connection, values, ("id", "file_name"))
+            by_name = {name: int(i) for i, name in (tuple(r) for r in returned)}
             return [by_name[row["file_name"]] for row in rows]
         ids: list[int] = []
         for row in rows:
