@@ -246,13 +246,21 @@ async def test_a_full_backlog_holds_submit_until_the_writer_makes_room(store: St
     assert [len(store.gallery.by_request(r)) for r in ("b1", "b2")] == [1, 1]
 
 
-async def test_room_holds_only_its_request_until_the_writer_makes_room(store: Store, held: HeldStore) -> None:
+async def writer_stuck_on(
+    held: HeldStore, request_id: str, *, stall_seconds: float
+) -> tuple[GalleryRecorder, list[bytes]]:
+    """A recorder whose writer is stuck writing `request_id`'s answer, with a backlog that has no
+    room for another; and another answer's bodies."""
     body = answer(image_part(picture(1)))
-    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=30)
+    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=stall_seconds)
     held.hold()
-    recorder.submit(make_call("r1"), ALICE, [body], 1, 1)
+    recorder.submit(make_call(request_id), ALICE, [body], 1, 1)
     await held.writer_blocked()
-    second = [answer(image_part(picture(2)))]
+    return recorder, [answer(image_part(picture(2)))]
+
+
+async def test_room_holds_only_its_request_until_the_writer_makes_room(store: Store, held: HeldStore) -> None:
+    recorder, second = await writer_stuck_on(held, "r1", stall_seconds=30)
     waiting = asyncio.ensure_future(recorder.room(second))
     for _ in range(5):  # the event loop goes on serving others meanwhile
         await asyncio.sleep(0.01)
@@ -296,12 +304,7 @@ async def test_room_waits_on_the_writer_not_a_timer_and_gives_up_after_a_stall(
         return looks[-1]
 
     monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=monotonic))
-    body = answer(image_part(picture(1)))
-    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=0.3)
-    held.hold()
-    recorder.submit(make_call("w1"), ALICE, [body], 1, 1)
-    await held.writer_blocked()
-    second = [answer(image_part(picture(2)))]
+    recorder, second = await writer_stuck_on(held, "w1", stall_seconds=0.3)
     waiting = [asyncio.ensure_future(recorder.room(second)) for _ in range(3)]
     await asyncio.sleep(0.1)
     # Parked on the writer: one look each, not one every few milliseconds.
