@@ -25,24 +25,10 @@ from pathlib import Path
 
 from bench.load import LoadSpec, run_wrk, wrk_available
 from bench.payloads import answer_json, answer_sse
-from bench.procs import ProcessGroup
+from bench.procs import ProcessGroup, cpu_seconds
 from bench.pyload import run_python_load
 from bench.targets import Target, start_bananagate, start_upstream
 from bench.workloads import Sizes, workloads, write_bodies
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of `pids` (fields 14 and 15 of /proc/<pid>/stat), in seconds."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
 
 
 def _env_pairs(items: list[str]) -> dict[str, str]:

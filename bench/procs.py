@@ -175,3 +175,19 @@ def peak_rss_bytes(pids: Sequence[int]) -> int | None:
                 found = True
                 break
     return total if found else None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime + stime of `pids` (fields 14 and 15 of /proc/<pid>/stat), in seconds; 0 for a pid
+    that cannot be read."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS

@@ -56,6 +56,7 @@ def add_ratios(measurements: list[dict[str, Any]]) -> None:
                 "p50": _ratio(load["latency_ms"]["p50"], ref_load["latency_ms"]["p50"]),
                 "p99": _ratio(load["latency_ms"]["p99"], ref_load["latency_ms"]["p99"]),
                 "peak_rss": _ratio(m.get("peak_rss_bytes"), ref.get("peak_rss_bytes")),
+                "cpu_per_request": _ratio(m.get("cpu_ms_per_request"), ref.get("cpu_ms_per_request")),
             }
         m["ratios"] = ratios
         direct = cell.get("direct")
@@ -81,6 +82,7 @@ COLUMNS = (
     ("x_nginx_p50", "p50 × nginx"),
     ("x_litellm", "thr. × litellm"),
     ("x_bananagate", "thr. × bananagate"),
+    ("cpu", "CPU ms/req"),
     ("rss", "peak RSS MB"),
     ("x_rss_nginx", "RSS × nginx"),
     ("errors", "errors"),
@@ -118,6 +120,7 @@ def table_rows(measurements: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
                 "x_nginx_p50": _fmt(ratios.get("vs_nginx", {}).get("p50"), 2),
                 "x_litellm": _fmt(ratios.get("vs_litellm", {}).get("throughput"), 2),
                 "x_bananagate": _fmt(ratios.get("vs_bananagate", {}).get("throughput"), 2),
+                "cpu": _fmt(m.get("cpu_ms_per_request"), 2),
                 "rss": _fmt(rss / 1e6 if rss else None, 0),
                 "x_rss_nginx": _fmt(ratios.get("vs_nginx", {}).get("peak_rss"), 1),
                 "errors": str(load["errors"]),

@@ -24,7 +24,7 @@ from bench.load import LoadSpec, run_load, wrk_available
 from bench.nginx import start_nginx
 from bench.payloads import MB, answer_json, answer_sse
 from bench.peer import start_peer
-from bench.procs import ProcessGroup, peak_rss_bytes, reset_peak_rss
+from bench.procs import ProcessGroup, cpu_seconds, peak_rss_bytes, reset_peak_rss
 from bench.report import (
     SCHEMA_VERSION,
     add_ratios,
@@ -238,9 +238,14 @@ def measure_cell(
     reset_ok = reset_peak_rss(pids)
     # Right after the reset VmHWM is the RSS of the moment: memory kept from earlier cells.
     before = peak_rss_bytes(pids)
+    cpu = cpu_seconds(pids)
     load = run_load(spec, generator)
+    # The target's own CPU (all its processes) per answer: what a request costs it, whatever
+    # the other processes on these cores took (a second worker shows whether it costs more).
+    cpu = cpu_seconds(pids) - cpu
     return {
         "load": load.to_dict(),
+        "cpu_ms_per_request": round(1000 * cpu / load.requests, 3) if load.requests and cpu > 0 else None,
         "peak_rss_bytes": peak_rss_bytes(pids),
         "rss_before_bytes": before,
         "duration_planned_s": round(duration, 1),

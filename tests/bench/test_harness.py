@@ -77,7 +77,7 @@ def test_payload_sizes_are_close_to_what_was_asked() -> None:
     assert 590_000 < len(multi) < 610_000
 
 
-def _m(target: str, rps: float, p50: float, rss: int) -> dict[str, Any]:
+def _m(target: str, rps: float, p50: float, rss: int, cpu: float | None = None) -> dict[str, Any]:
     load = {
         "throughput_rps": rps,
         "latency_ms": {"p50": p50, "p99": p50 * 2},
@@ -85,23 +85,37 @@ def _m(target: str, rps: float, p50: float, rss: int) -> dict[str, Any]:
         "duration_s": 1.0,
         "errors": 0,
     }
-    return {"target": target, "workload": "t2i", "concurrency": 8, "load": load, "peak_rss_bytes": rss}
+    return {
+        "target": target,
+        "workload": "t2i",
+        "concurrency": 8,
+        "load": load,
+        "peak_rss_bytes": rss,
+        "cpu_ms_per_request": cpu,
+    }
 
 
 def test_ratios_against_references_of_the_same_cell() -> None:
     rows = [
         _m("direct", 1000, 1.0, 20_000_000),
-        _m("nginx", 500, 2.0, 10_000_000),
-        _m("bananagate", 100, 10.0, 100_000_000),
+        _m("nginx", 500, 2.0, 10_000_000, cpu=0.5),
+        _m("bananagate", 100, 10.0, 100_000_000, cpu=2.25),
     ]
     add_ratios(rows)
     gateway = rows[2]
-    assert gateway["ratios"]["vs_nginx"] == {"throughput": 0.2, "p50": 5.0, "p99": 5.0, "peak_rss": 10.0}
+    assert gateway["ratios"]["vs_nginx"] == {
+        "throughput": 0.2,
+        "p50": 5.0,
+        "p99": 5.0,
+        "peak_rss": 10.0,
+        "cpu_per_request": 4.5,
+    }
+    assert gateway["ratios"]["vs_direct"]["cpu_per_request"] is None  # not measured there
     assert gateway["ratios"]["vs_direct"]["throughput"] == 0.1
     assert gateway["added_latency_ms"] == {"p50": 9.0, "p99": 18.0}
     assert "vs_direct" not in rows[0]["ratios"]
     table = text_table(rows)
-    assert "bananagate" in table and "0.20" in table
+    assert "bananagate" in table and "0.20" in table and "CPU ms/req" in table and "2.25" in table
     assert markdown_table(rows).startswith("| target |")
 
 

@@ -53,9 +53,13 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert {"p50", "p99"} <= set(m["load"]["latency_ms"])
         assert m["load"]["requests"] > 0
         assert "peak_rss_bytes" in m
+        # Every process of the target, over the measured load: something, and not absurd.
+        assert m["cpu_ms_per_request"] is None or 0 < m["cpu_ms_per_request"] < 10_000
         if m["target"] != "direct":
             assert "vs_direct" in m["ratios"]
             assert {"p50", "p99"} == set(m["added_latency_ms"])
         if m["target"] == "bananagate" and targets["nginx"]["started"]:
-            assert {"throughput", "p50", "p99", "peak_rss"} == set(m["ratios"]["vs_nginx"])
+            assert {"throughput", "p50", "p99", "peak_rss", "cpu_per_request"} == set(m["ratios"]["vs_nginx"])
+        if m["target"] == "bananagate":
+            assert m["cpu_ms_per_request"] is not None and m["cpu_ms_per_request"] > 0
     assert "| target |" in done.stdout  # the Markdown table for the README
