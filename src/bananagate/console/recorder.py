@@ -184,8 +184,8 @@ class GalleryRecorder:
                 elif now >= deadline:
                     self._stalled = True
                     return
-                # Woken by the writer when it frees room (`_finish`): a request held here costs
-                # nothing until then (polling every 2 ms cost the event loop ~5 % at c=8).
+                # Woken by the writer when it frees room (`_finish`), not by a timer: a request
+                # held here costs the event loop nothing until then.
                 freed: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
                 self._room_waiters.append(freed)
             with contextlib.suppress(TimeoutError):
