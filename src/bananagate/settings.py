@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field
@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # --- web console at /console and its gallery (bananagate/console) ---
     # Serve the console and keep every generated image in the gallery (off: neither, no overhead).
     console: bool = True
+    # Which images the gallery keeps: `all` that the gateway delivers, or only the console
+    # playground's (`playground`: the console without the gallery's cost on every API call,
+    # which is about as much CPU per image answer as the rest of the gateway's work together).
+    gallery: Literal["all", "playground"] = "all"
     # Where gallery images are kept (default `<data dir>/gallery`) and the most they may take;
     # past it the oldest images are deleted first.
     gallery_dir: Path | None = None

@@ -153,3 +153,33 @@ def test_key_limits_are_set_and_cleared_from_the_keys_page(
     assert key["budget_usd"] == "2.5" and key["images_per_day"] == 10 and key["rpm"] is None
     assert key["models"] == [] and key["allow_cidrs"] == ["10.0.0.0/8"] and key["expires_at"]
     assert "Limits of limited saved." in admin.get(saved.headers["location"]).text
+
+
+def test_gallery_playground_keeps_the_playground_s_images_and_not_the_api_s(tmp_path: Path) -> None:
+    """`BANANAGATE_GALLERY=playground`: the console without the gallery's cost on API calls."""
+    gw = start_gateway(tmp_path, env={"BANANAGATE_ADMIN_KEY": ADMIN_KEY, "BANANAGATE_GALLERY": "playground"})
+    try:
+        api = httpx.post(
+            f"{gw.url}/v1beta/models/gemini-2.5-flash-image:generateContent",
+            json={"contents": [{"parts": [{"text": "A red bicycle"}]}]},
+            headers={"x-goog-api-key": gw.key},
+            timeout=60,
+        )
+        assert api.status_code == 200 and "inlineData" in api.text
+        with httpx.Client(base_url=gw.url, timeout=60) as admin:
+            assert sign_in(admin).status_code == 303
+            page = post(admin, "/console/playground", {"prompt": "A hat", "model": "gemini-2.5-flash-image"})
+            assert page.status_code == 200
+            shown = re.search(r'<img src="(/console/gallery/\d+/image)"', page.text)
+            assert shown is not None and admin.get(shown.group(1)).headers["content-type"] == "image/png"
+            api_id = api.headers["x-request-id"]
+            assert "Only the playground's images are kept" in admin.get("/console/gallery").text
+        with Store.open(f"sqlite:///{gw.data_dir / 'bananagate.db'}") as store:
+            store.gallery.configure(gw.data_dir / "gallery", max_bytes=None)
+            assert store.gallery.totals()[0] == 1  # the playground's one image, not the API's
+            assert store.gallery.by_request(api_id) == []
+            # ... though the API call was metered as always.
+            row = store.ledger.get(api_id)
+            assert row is not None and row.images == 1
+    finally:
+        stop_gateway(gw)

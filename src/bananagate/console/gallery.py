@@ -116,6 +116,7 @@ class GalleryViews:
             count=count,
             size=size,
             cap=self.ctx.settings.gallery_max_bytes,
+            only_playground=self.ctx.settings.gallery == "playground",
         )
 
     async def detail(self, request: Request, session: Session) -> Response:

@@ -164,13 +164,13 @@ def create_app(
         # Imported here: the console imports the server's modules, not the other way round.
         from bananagate.console import GalleryRecorder
 
-        recorder = GalleryRecorder(current_store)  # every delivered image goes to the gallery
+        recorder = GalleryRecorder(current_store)
     # Request guarantees: Idempotency-Key, conversation affinity, deadlines.
     guarantees = build_guarantees(settings, current_store, meter)
     pipeline = Pipeline(
         router,
         meter,
-        images=recorder,
+        images=recorder if settings.gallery == "all" else None,  # every delivered image, or none
         affinity=guarantees.affinity,
         deadline_seconds=settings.request_timeout_seconds,
     )
@@ -187,8 +187,14 @@ def create_app(
     if recorder is not None:
         from bananagate.console import build_console
 
+        # The playground's images are kept whatever `gallery` says: it shows them from there.
+        playground_pipeline = pipeline.with_images(recorder)
         console = build_console(
-            settings, store=current_store, pipeline=pipeline, recorder=recorder, admin_key=admin_key
+            settings,
+            store=current_store,
+            pipeline=playground_pipeline,
+            recorder=recorder,
+            admin_key=admin_key,
         )
         console_routes = [
             Route("/console", _to_console, methods=["GET", "HEAD"]),

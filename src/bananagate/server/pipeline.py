@@ -10,6 +10,7 @@ the answer's headers report (cost, the key's limits).
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol, runtime_checkable
@@ -130,6 +131,12 @@ class Pipeline:
         self.affinity = affinity
         # The deadline of requests whose client sends none (server/deadlines.py).
         self.deadline_seconds = deadline_seconds
+
+    def with_images(self, images: ImageSink | None) -> Pipeline:
+        """The same pipeline (router, meter, affinity, deadline) keeping images in `images`."""
+        twin = copy.copy(self)
+        twin.images = images
+        return twin
 
     def _affine(self, call: Call) -> bool:
         """Affinity matters only where there is a choice of channel."""
