@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from pydantic import ValidationError
 
 from bananagate import __version__
 from bananagate.settings import Settings
@@ -22,7 +23,15 @@ def build_settings(data_dir: Path | None = None, **overrides: object) -> Setting
     values: dict[str, object] = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return Settings(**values)  # type: ignore[arg-type]
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValidationError as exc:  # one line per bad setting, named as the user set it
+        problems = [
+            f"{'BANANAGATE_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if isinstance(e.get("input"), str | int | float) else "")
+            for e in exc.errors()
+        ]
+        raise click.UsageError("; ".join(problems)) from None
 
 
 @contextmanager
