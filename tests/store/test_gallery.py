@@ -86,6 +86,28 @@ def test_insert_keeps_several_requests_in_one_statement(store: Store, data_dir: 
     assert gallery.insert([[], []]) == [[], []]
 
 
+def test_a_batch_past_the_rows_per_statement_goes_in_several_statements(
+    store: Store, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows beyond `MAX_ROWS_PER_STATEMENT` go in further INSERTs, ids still in row order."""
+    import bananagate.store.driver_sql as driver_sql
+
+    monkeypatch.setattr(driver_sql, "MAX_ROWS_PER_STATEMENT", 2)
+    gallery = store.gallery
+    gallery.configure(data_dir / "gallery", max_bytes=None)
+    when = datetime.now(UTC)
+    groups = [
+        [row for row in (gallery.write(image(i), when) for i in range(j, j + 3)) if row] for j in (0, 3)
+    ]
+    seen = statements(store)
+    result = gallery.insert(groups)
+    assert sum(s.lstrip().upper().startswith("INSERT INTO GALLERY_IMAGES") for s in seen) == 3  # 2 + 2 + 2
+    for group, ids in zip(groups, result, strict=True):
+        assert isinstance(ids, list) and len(ids) == 3
+        assert [e.file_name for e in map(gallery.get, ids) if e] == [row["file_name"] for row in group]
+    assert gallery.totals() == (6, 600)
+
+
 def test_without_multi_row_returning_rows_go_one_by_one(store: Store, data_dir: Path) -> None:
     """A database without multi-row INSERT ... RETURNING (SQLite before 3.35) gets a statement
     per row, with the same ids and rows."""
