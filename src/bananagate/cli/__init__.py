@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -26,12 +26,13 @@ def build_settings(data_dir: Path | None = None, **overrides: object) -> Setting
     try:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as exc:  # one line per bad setting, named as the user set it
-        problems = [
-            f"{'BANANAGATE_' + '_'.join(map(str, e['loc'])).upper() if e['loc'] else 'settings'}: {e['msg']}"
-            + (f" (got {e['input']!r})" if isinstance(e.get("input"), str | int | float) else "")
-            for e in exc.errors()
-        ]
-        raise click.UsageError("; ".join(problems)) from None
+        raise click.UsageError("; ".join(_setting_problem(e) for e in exc.errors())) from None
+
+
+def _setting_problem(error: Any) -> str:
+    name = "BANANAGATE_" + "_".join(map(str, error["loc"])).upper() if error["loc"] else "settings"
+    got = error.get("input")
+    return f"{name}: {error['msg']}" + (f" (got {got!r})" if isinstance(got, str | int | float) else "")
 
 
 @contextmanager
