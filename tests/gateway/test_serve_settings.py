@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +28,21 @@ def test_bad_settings_are_named_in_one_usage_error(tmp_path: Path, command: list
         and "(got 'eighty')" in result.output
     )
     assert "Traceback" not in result.output and "pydantic" not in result.output
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BANANAGATE_DATA_DIR": str(tmp_path),
+        "BANANAGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bananagate", "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("Error: cannot use the database at postgresql"), done.stderr
+    assert "Traceback" not in done.stderr

@@ -226,3 +226,39 @@ def test_first_open_waits_out_a_long_migration_of_another_process(tmp_path: Path
         release.join()
         other.close()
     assert time.monotonic() - started >= hold - 0.5  # it did wait for the lock
+
+
+IN_CHILD = textwrap.dedent(
+    """
+    import sys
+    from bananagate.store.db import upgrade_schema_in_child
+
+    print(upgrade_schema_in_child(sys.argv[1]), "alembic" in sys.modules, "mako" in sys.modules)
+    """
+)
+
+
+def _in_child(url: str) -> str:
+    done = subprocess.run([sys.executable, "-c", IN_CHILD, url], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_migrating_in_a_child_leaves_alembic_out_of_the_process(db_url: str, data_dir: Path) -> None:
+    """`serve` migrates a new database in a forked child: the database is at the head after it,
+    and the server's own process never imported Alembic or Mako (their ~8 MB of RSS)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    assert _in_child(db_url) == "True False False"
+    with Store.open(db_url, migrate=False) as store:
+        assert _revision(store) == {SCHEMA_HEAD}
+        assert "api_keys" in inspect(store.engine).get_table_names()
+    assert _in_child(db_url) == "False False False"  # already at the head: no child at all
+
+
+def test_a_child_that_cannot_migrate_leaves_the_report_to_the_caller(tmp_path: Path) -> None:
+    """An unreachable database is not reported by the child (nor raised): the in-process open
+    that follows it reports it, as it always did."""
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    assert _in_child(url) == "False False False"
+    with pytest.raises(StoreUnavailable):
+        Store.open(url)

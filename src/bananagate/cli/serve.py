@@ -11,7 +11,7 @@ import uvicorn
 from rich.console import Console
 
 from bananagate import __version__
-from bananagate.cli import build_settings, data_dir_option
+from bananagate.cli import build_settings, data_dir_option, open_store
 from bananagate.cli.channels import channel_summary, config_option
 from bananagate.config import ConfigError
 from bananagate.protocol.catalog import MODELS
@@ -20,7 +20,8 @@ from bananagate.server.admin import ensure_admin_key
 from bananagate.server.allocator import tune_allocator
 from bananagate.server.http11 import guarded_protocol
 from bananagate.settings import Settings
-from bananagate.store import Store, ensure_default_key
+from bananagate.store import StoreError, ensure_default_key
+from bananagate.store.db import upgrade_schema_in_child
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -136,9 +137,15 @@ def serve(
     _raise_open_file_limit()
     tune_allocator()  # before the app allocates anything big; workers inherit it by environment
     console = Console(stderr=True, highlight=False)
-    data = settings.ensure_data_dir()
-    store = Store.open(settings.resolved_database_url())
     try:
+        data = settings.ensure_data_dir()
+    except OSError as exc:
+        raise click.ClickException(f"cannot use data directory {settings.data_dir}: {exc}") from exc
+    # A first start (or an upgrade) migrates in a forked child, so the server never loads
+    # Alembic; whatever goes wrong there, `open_store` meets again and reports in one line.
+    with contextlib.suppress(StoreError):
+        upgrade_schema_in_child(settings.resolved_database_url())
+    with open_store(settings) as store:
         new_key = ensure_default_key(store, data)
         ensure_admin_key(settings.admin_key, data)  # the admin API's key, made on first start
         base = f"http://{settings.host}:{settings.port}"
@@ -161,5 +168,3 @@ def serve(
             _run_workers(settings, workers)
             return
         uvicorn.run(app, host=settings.host, port=settings.port, **_uvicorn_options(settings))  # type: ignore[arg-type]
-    finally:
-        store.close()

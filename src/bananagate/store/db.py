@@ -12,6 +12,7 @@ to the newest Alembic revision, safely when several processes start at once:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,6 +204,44 @@ def upgrade_schema(engine: Engine) -> None:
         raise StoreUnavailable(f"cannot use the database at {engine.url!r}: {exc.orig}") from exc
     if current != {SCHEMA_HEAD}:
         _migrate(engine, current)
+
+
+def upgrade_schema_in_child(url: str | URL) -> bool:
+    """Migrate the database at `url` in a forked child process, if it is not at the newest
+    revision: Alembic and Mako then never load into this process (~8 MB of RSS a long-running
+    gateway would otherwise carry for good after its first start). True when the child brought
+    the schema up to date; False when nothing was done (already current, an in-memory database,
+    no `fork` here) or the child failed, which leaves the migration, and the reporting of
+    whatever went wrong, to the caller's own `upgrade_schema`.
+
+    Call it before this process starts any thread: a forked child has only the forking thread.
+    """
+    parsed = normalize_url(url)
+    if not hasattr(os, "fork") or is_sqlite_memory(parsed):
+        return False
+    engine = create_store_engine(parsed)
+    try:
+        with engine.connect() as connection:
+            if current_revisions(connection) == {SCHEMA_HEAD}:
+                return False
+    except OperationalError:
+        return False  # the caller's open reports it
+    finally:
+        engine.dispose()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        code = 1
+        try:
+            child = create_store_engine(parsed)
+            try:
+                upgrade_schema(child)
+            finally:
+                child.dispose()
+            code = 0
+        finally:
+            os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _migrate(engine: Engine, current: set[str]) -> None:
