@@ -42,9 +42,9 @@ _IMAGE_MARKER = b'"inline'
 # ~6 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
 # and requests then wait for it (`room`) rather than the gateway's memory growing. Issue #9's
 # bound is 150 MB of RSS at 8 concurrent 1.4 MB requests and answers, the backlog included:
-# with 16 MiB the gateway peaked at 152-155 MB on `i2i` c=8, with 8 MiB at 143-145. With the
-# writer the bottleneck the queue is always full either way; the smaller batches cost ~5 % of
-# the requests/s on `t2i` in four paired runs (0.85-0.98 ×), `i2i` 0.87-1.10 ×.
+# with 16 MiB the gateway peaked at 152-155 MB on `i2i` c=8, with 8 MiB at 143-147. With the
+# writer the bottleneck the queue is always full either way; the smaller batches cost 0.89 ×
+# the requests/s on `t2i` c=8 (`bench.ab`, ten paired rounds), a price paid for the bound.
 MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 # How long `submit` waits for room in a full backlog before it gives the answer's images up as
 # it would on a failed write (a disk this stuck is a failing disk; the gateway must go on).

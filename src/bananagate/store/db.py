@@ -208,7 +208,7 @@ def upgrade_schema(engine: Engine) -> None:
 
 def upgrade_schema_in_child(url: str | URL) -> bool:
     """Migrate the database at `url` in a forked child process, if it is not at the newest
-    revision: Alembic and Mako then never load into this process (~8 MB of RSS a long-running
+    revision: Alembic and Mako then never load into this process (~7 MB of RSS a long-running
     gateway would otherwise carry for good after its first start). True when the child brought
     the schema up to date; False when nothing was done (already current, an in-memory database,
     no `fork` here) or the child failed, which leaves the migration, and the reporting of
