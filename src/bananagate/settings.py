@@ -9,6 +9,15 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# ~6 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
+# and requests then wait for it (`GalleryRecorder.room`) rather than the gateway's memory
+# growing. Issue #9's bound is 150 MB of RSS at 8 concurrent 1.4 MB requests and answers, the
+# backlog included: with 16 MiB the gateway peaked at 152-155 MB on `i2i` c=8, with 8 MiB at
+# 143-147. With the writer the bottleneck the queue is always full either way; the smaller
+# batches cost 0.89 × the requests/s on `t2i` c=8 (`bench.ab`, ten paired rounds): the price of
+# the bound, which a gateway with memory to spare can raise (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
+GALLERY_BACKLOG_BYTES = 8 * 1024 * 1024
+
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("bananagate", appauthor=False))
@@ -76,6 +85,9 @@ class Settings(BaseSettings):
     # past it the oldest images are deleted first.
     gallery_dir: Path | None = None
     gallery_max_bytes: int = 2 * 1024**3
+    # Answers waiting for the gallery's writer, in bytes, before new ones wait for room: memory
+    # against throughput with the gallery on (see GALLERY_BACKLOG_BYTES).
+    gallery_backlog_bytes: int = Field(default=GALLERY_BACKLOG_BYTES, ge=1024**2)
     # How long a console sign-in lasts, in seconds.
     console_session_ttl: int = 12 * 3600
     # --- reliability and security (README "Reliability and security") ---

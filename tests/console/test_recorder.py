@@ -345,3 +345,26 @@ async def test_snake_case_answers_are_kept(store: Store) -> None:
     entry = store.gallery.get(image_id)
     assert entry is not None and entry.mime_type == "image/jpeg" and entry.params["finish_reason"] == "STOP"
     assert store.gallery.read(entry) == data
+
+
+def test_the_backlog_bound_comes_from_the_settings(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`BANANAGATE_GALLERY_BACKLOG_BYTES` sets the bound the gateway's recorder holds answers to
+    (memory against throughput); by default 8 MiB."""
+    from starlette.routing import Mount
+
+    from bananagate.server.app import create_app
+    from bananagate.settings import Settings
+
+    def bound(settings: Settings) -> int:
+        app = create_app(settings, store=store)
+        console = next(r for r in app.routes if isinstance(r, Mount) and r.path == "/console").app
+        while not hasattr(console, "state"):  # the console's own middleware wraps its app
+            console = console.app
+        return int(console.state.ctx.recorder.max_backlog_bytes)
+
+    monkeypatch.setenv("BANANAGATE_DATA_DIR", str(tmp_path))
+    assert bound(Settings()) == 8 * 1024 * 1024
+    monkeypatch.setenv("BANANAGATE_GALLERY_BACKLOG_BYTES", str(32 * 1024 * 1024))
+    assert bound(Settings()) == 32 * 1024 * 1024

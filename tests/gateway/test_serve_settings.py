@@ -19,6 +19,7 @@ def test_bad_settings_are_named_in_one_usage_error(tmp_path: Path, command: list
         "BANANAGATE_DATA_DIR": str(tmp_path),
         "BANANAGATE_GALLERY": "everything",
         "BANANAGATE_PORT": "eighty",
+        "BANANAGATE_GALLERY_BACKLOG_BYTES": "1000",
     }
     result = CliRunner(env=env).invoke(cli, command, catch_exceptions=False)
     assert result.exit_code == 2
@@ -26,6 +27,9 @@ def test_bad_settings_are_named_in_one_usage_error(tmp_path: Path, command: list
     assert (
         "BANANAGATE_PORT: Input should be a valid integer" in result.output
         and "(got 'eighty')" in result.output
+    )
+    assert (
+        "BANANAGATE_GALLERY_BACKLOG_BYTES: Input should be greater than or equal to 1048576" in result.output
     )
     assert "Traceback" not in result.output and "pydantic" not in result.output
 

@@ -32,6 +32,7 @@ import anyio.to_thread
 from bananagate.protocol.scan import Bytes, InlineImage, inline_image_bytes, scan_answer
 from bananagate.providers.base import Call
 from bananagate.server.auth import Principal
+from bananagate.settings import GALLERY_BACKLOG_BYTES
 from bananagate.store import GalleryRepository, NewImage, Store
 
 log = logging.getLogger("bananagate.console")
@@ -39,13 +40,8 @@ log = logging.getLogger("bananagate.console")
 # Both spellings of the key start so: one search that stops at the first, where a miss for
 # `"inlineData"` in a snake_case answer would walk all of its megabytes first.
 _IMAGE_MARKER = b'"inline'
-# ~6 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
-# and requests then wait for it (`room`) rather than the gateway's memory growing. Issue #9's
-# bound is 150 MB of RSS at 8 concurrent 1.4 MB requests and answers, the backlog included:
-# with 16 MiB the gateway peaked at 152-155 MB on `i2i` c=8, with 8 MiB at 143-147. With the
-# writer the bottleneck the queue is always full either way; the smaller batches cost 0.89 ×
-# the requests/s on `t2i` c=8 (`bench.ab`, ten paired rounds), a price paid for the bound.
-MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+# The default bound of the answers queued for the writer (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
+MAX_BACKLOG_BYTES = GALLERY_BACKLOG_BYTES
 # How long `submit` waits for room in a full backlog before it gives the answer's images up as
 # it would on a failed write (a disk this stuck is a failing disk; the gateway must go on).
 STALL_SECONDS = 5.0
@@ -159,6 +155,11 @@ class GalleryRecorder:
         self._dropped = 0
         # Requests waiting in `room` (futures on their event loops), woken when room is made.
         self._room_waiters: list[asyncio.Future[list[int]]] = []
+
+    @property
+    def max_backlog_bytes(self) -> int:
+        """How many bytes of answers may wait for the writer before new ones wait for room."""
+        return self._max_backlog
 
     # --- the event loop's side ------------------------------------------------------------
 

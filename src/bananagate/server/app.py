@@ -164,7 +164,7 @@ def create_app(
         # Imported here: the console imports the server's modules, not the other way round.
         from bananagate.console import GalleryRecorder
 
-        recorder = GalleryRecorder(current_store)
+        recorder = GalleryRecorder(current_store, max_backlog_bytes=settings.gallery_backlog_bytes)
     # Request guarantees: Idempotency-Key, conversation affinity, deadlines.
     guarantees = build_guarantees(settings, current_store, meter)
     pipeline = Pipeline(
