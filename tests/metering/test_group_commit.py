@@ -5,13 +5,18 @@ and holds the sweeper already released."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import Engine, event
 
+import bananagate.store.ledger as ledger_module
 from bananagate.server.metering import LedgerWriter
 from bananagate.store import Hold, KeyLimits, LedgerRow, Store
 
@@ -21,17 +26,19 @@ MODEL = "gemini-2.5-flash-image"
 
 @contextmanager
 def counting_commits(store: Store) -> Iterator[list[int]]:
-    """How many transactions were committed on the store's engine meanwhile (in `[0]`)."""
+    """How many transactions were committed on the store's database meanwhile (in `[0]`), by
+    any engine of it (the ledger writes an embedded SQLite through one of its own)."""
     commits = [0]
 
     def on_commit(connection: Any) -> None:
-        commits[0] += 1
+        if connection.engine.url == store.engine.url:
+            commits[0] += 1
 
-    event.listen(store.engine, "commit", on_commit)
+    event.listen(Engine, "commit", on_commit)
     try:
         yield commits
     finally:
-        event.remove(store.engine, "commit", on_commit)
+        event.remove(Engine, "commit", on_commit)
 
 
 def _row(request_id: str, key_id: int, cost: int) -> LedgerRow:
@@ -128,3 +135,94 @@ def test_a_row_the_database_refuses_fails_alone(store: Store) -> None:
         charged = 2 * PRICE
     record = store.keys.get_key_by_id(key.id)
     assert record is not None and record.spent_nanos == charged
+
+
+# --- embedded SQLite: ledger rows written on the event loop when the database takes them at once
+
+
+def _sqlite_file(store: Store) -> str:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("rows are written on the event loop only on an embedded SQLite database")
+    assert store.engine.url.database is not None
+    return store.engine.url.database
+
+
+def test_record_many_now_writes_at_once_on_sqlite_and_never_elsewhere(store: Store) -> None:
+    key, _ = store.keys.create_key("alice", limits=KeyLimits(budget_nanos=10 * PRICE))
+    hold = store.reservations.reserve(key.id, PRICE, "a", 60)
+    outcome = store.ledger.record_many_now([(_row("a", key.id, PRICE), hold), (_row("b", key.id, 0), None)])
+    if store.engine.dialect.name == "postgresql":
+        assert outcome is None  # a network round trip stays off the event loop
+        assert store.ledger.get("a") is None
+        return
+    assert outcome == [True, True]
+    record = store.keys.get_key_by_id(key.id)
+    assert record is not None and record.spent_nanos == PRICE and record.reserved_nanos == 0
+    # A duplicate fails the whole transaction: nothing is written, the thread path sorts it out.
+    assert (
+        store.ledger.record_many_now([(_row("c", key.id, PRICE), None), (_row("a", key.id, PRICE), None)])
+        is None
+    )
+    assert store.ledger.get("c") is None
+    record = store.keys.get_key_by_id(key.id)
+    assert record is not None and record.spent_nanos == PRICE
+
+
+async def test_a_database_locked_by_another_process_does_not_hold_the_event_loop(store: Store) -> None:
+    """Another process's write lock fails the write on the loop at once (not after SQLite's
+    5 s busy timeout); the row then goes through a thread, which waits for the lock, and is
+    written exactly once."""
+    path = _sqlite_file(store)
+    key, _ = store.keys.create_key("alice")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as another gateway process mid-commit
+    try:
+        started = time.monotonic()
+        assert store.ledger.record_many_now([(_row("locked", key.id, PRICE), None)]) is None
+        assert time.monotonic() - started < 1.0
+        writer = LedgerWriter(lambda: store.ledger)
+        settle = asyncio.ensure_future(writer.record(_row("locked", key.id, PRICE), None))
+        await asyncio.sleep(0.3)
+        assert not settle.done()  # waiting in its thread, while the loop goes on
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert await settle is True
+    record = store.keys.get_key_by_id(key.id)
+    assert record is not None and record.spent_nanos == PRICE
+    assert store.ledger.get("locked") is not None
+
+
+async def test_rows_written_on_the_loop_are_checkpointed_from_a_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's connections never checkpoint the WAL (a checkpoint syncs the database file);
+    the writer has one run in a thread every `CHECKPOINT_EVERY` transactions instead."""
+    _sqlite_file(store)
+    monkeypatch.setattr(ledger_module, "CHECKPOINT_EVERY", 5)
+    key, _ = store.keys.create_key("alice")
+    checkpoints: list[str] = []
+
+    def on_execute(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "wal_checkpoint" in statement and connection.engine is store.engine:
+            checkpoints.append(threading.current_thread().name)
+
+    async def settle_one_at_a_time(first: int, count: int, checkpoints_then: int) -> None:
+        for i in range(first, first + count):  # each its own transaction
+            assert await writer.record(_row(f"r{i}", key.id, 0), None)
+        for _ in range(200):  # the checkpoint runs in a thread, after the row is answered
+            if len(checkpoints) >= checkpoints_then:
+                break
+            await asyncio.sleep(0.01)
+        assert len(checkpoints) == checkpoints_then
+
+    writer = LedgerWriter(lambda: store.ledger)
+    event.listen(Engine, "before_cursor_execute", on_execute)
+    try:
+        await settle_one_at_a_time(0, 4, 0)
+        await settle_one_at_a_time(4, 1, 1)  # the 5th
+        await settle_one_at_a_time(5, 5, 2)  # the 10th
+        await settle_one_at_a_time(10, 2, 2)
+    finally:
+        event.remove(Engine, "before_cursor_execute", on_execute)
+    assert threading.main_thread().name not in checkpoints

@@ -17,7 +17,9 @@ gets a 503 instead of an unrecorded answer.
 Ledger writes are group-committed (`LedgerWriter`): one batch in flight per process; the rows
 of calls ending while it is written wait for it and go together in the next one, in ONE
 transaction (`LedgerRepository.record_many`). Under load that is one commit for many calls
-instead of one each; alone, a call still gets its own transaction at once.
+instead of one each; alone, a call still gets its own transaction at once. On the embedded
+SQLite database a batch is written on the event loop itself when the database takes it at
+once (`record_many_now`), in a worker thread otherwise and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -119,20 +121,29 @@ class Tally:
         self.finish_reason = scan_finish_reason(event) or self.finish_reason
 
 
+async def _checkpoint(ledger: LedgerRepository) -> None:
+    try:
+        await anyio.to_thread.run_sync(ledger.checkpoint)
+    except Exception as exc:  # the next one retries; the rows themselves are committed
+        log.warning("ledger: WAL checkpoint failed: %s", exc)
+
+
 @dataclass(slots=True)
 class _Lane:
     """The writer's queue on one event loop, and its task while a batch is being written."""
 
     queue: list[tuple[LedgerRow, Hold | None, asyncio.Future[bool]]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    checkpoint: asyncio.Future[None] | None = None  # the WAL checkpoint running in a thread
 
 
 class LedgerWriter:
     """Group commit of ledger rows: at most one batch in flight (per event loop).
 
     `record` queues the row and waits for its own outcome; whoever finds no batch in flight
-    starts one. The batch takes every row queued so far and writes them in one transaction, in
-    a worker thread; rows queued meanwhile form the next batch. A failure of the database
+    starts one. The batch takes every row queued so far and writes them in one transaction (on
+    the loop where `record_many_now` can, else in a worker thread); rows queued meanwhile form
+    the next batch. A failure of the database
     reaches every caller of the batch (each retries on its own); a duplicate request id only
     its own caller (`LedgerRepository.record_many`).
     """
@@ -160,9 +171,14 @@ class LedgerWriter:
             batch = lane.queue[: self.max_batch]
             del lane.queue[: self.max_batch]
             try:
-                outcomes = await anyio.to_thread.run_sync(
-                    self._ledger().record_many, [(row, hold) for row, hold, _ in batch]
-                )
+                ledger = self._ledger()
+                settles = [(row, hold) for row, hold, _ in batch]
+                # On the loop when the database takes it at once (embedded SQLite), else in a thread.
+                outcomes = ledger.record_many_now(settles)
+                if outcomes is None:
+                    outcomes = await anyio.to_thread.run_sync(ledger.record_many, settles)
+                elif (lane.checkpoint is None or lane.checkpoint.done()) and ledger.claim_checkpoint():
+                    lane.checkpoint = asyncio.ensure_future(_checkpoint(ledger))
                 for (*_, future), outcome in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue

@@ -120,6 +120,40 @@ def create_store_engine(url: str | URL) -> Engine:
     return _new_engine(parsed)
 
 
+def _sqlite_no_wait_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA wal_autocheckpoint = 0")
+    finally:
+        cursor.close()
+
+
+def no_wait_engine(engine: Engine) -> Engine | None:
+    """For an embedded SQLite file: a second engine on the same database whose connections never
+    wait (another process's write lock fails their write at once instead of after up to
+    `SQLITE_BUSY_TIMEOUT_MS`) and never checkpoint the WAL (which syncs the database file).
+    Short writes can then run on the event loop itself, falling back to a thread when the
+    database is busy; whoever uses it checkpoints from a thread now and then (`checkpoint`).
+    None for other databases (a network round trip does not belong on the event loop) and for
+    an in-memory SQLite (its one connection is shared with the threads)."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or is_sqlite_memory(url):
+        return None
+    quick = _new_engine(url)
+    event.listen(quick, "connect", _sqlite_no_wait_pragmas)
+    return quick
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy the WAL's committed pages into the database file (PASSIVE: never waits for readers
+    or writers; what they hold is left for the next time)."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config pointing at the packaged migrations; no alembic.ini is read."""
     from alembic.config import Config

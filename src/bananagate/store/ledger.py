@@ -21,6 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Select, Table
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bananagate.store.db import checkpoint, no_wait_engine
 from bananagate.store.driver_sql import DriverInsert
 from bananagate.store.reservations import Hold
 from bananagate.store.schema import REQUEST_ID_MAX_LENGTH, ApiKey, LedgerEntry, Reservation
@@ -111,11 +112,23 @@ class UsageSummary:
         return asdict(self)
 
 
+# Transactions of `record_many_now` between checkpoints: ~1,000 WAL pages, SQLite's own
+# automatic checkpoint, for rows of a few hundred bytes and their index entries.
+CHECKPOINT_EVERY = 256
+
+
 class LedgerRepository:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._statements = _DriverStatements(engine.dialect)
+        # Embedded SQLite only: writes that never wait, for `record_many_now`.
+        self._no_wait = no_wait_engine(engine)
+        self._unchecked = 0  # transactions through it since its last `checkpoint`
+
+    def close(self) -> None:
+        if self._no_wait is not None:
+            self._no_wait.dispose()
 
     def _session(self) -> Session:
         return self._sessions()
@@ -160,6 +173,39 @@ class LedgerRepository:
                     outcomes.append(row_exc)
             return outcomes
         return [True] * len(settles)
+
+    def record_many_now(self, settles: list[Settle]) -> list[bool | Exception] | None:
+        """`record_many` without waiting, for the event loop itself: on an embedded SQLite
+        database, through a connection that fails at once where another process holds the write
+        lock. Its outcomes when the whole batch was written in one transaction; None when it
+        could not be (not SQLite, the database busy, a duplicate request id, any other error of
+        the database): nothing was written, and the caller goes through `record_many` in a
+        thread, which waits for the lock and sorts the rows out.
+
+        A write is ~0.1 ms here; a trip to a worker thread and back cost the event loop more
+        than that in wake-ups and GIL hand-offs (0.3 ms of latency per request at c=1).
+        """
+        if self._no_wait is None or not settles:
+            return None
+        try:
+            with self._no_wait.begin() as connection:
+                self._write(connection, settles)
+        except DBAPIError:
+            return None
+        self._unchecked += 1
+        return [True] * len(settles)
+
+    def claim_checkpoint(self) -> bool:
+        """True, once per `CHECKPOINT_EVERY` transactions of `record_many_now` (whose connections
+        leave the WAL alone): the caller is then to run `checkpoint` in a thread."""
+        if self._unchecked < CHECKPOINT_EVERY:
+            return False
+        self._unchecked = 0
+        return True
+
+    def checkpoint(self) -> None:
+        """Move the WAL's pages into the database file (from a thread: it syncs the file)."""
+        checkpoint(self._engine)
 
     def _write(self, connection: Connection, settles: list[Settle]) -> None:
         """Insert the rows, drop their holds and move the money, inside the caller's transaction.

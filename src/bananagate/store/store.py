@@ -113,6 +113,7 @@ class Store:
         """Close all pooled connections (and the gallery's open segment). The store must not be
         used afterwards."""
         self.gallery.close()
+        self.ledger.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:
