@@ -12,10 +12,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # ~6 answers of 1.4 MB: a writer this far behind has less CPU or disk than the requests need,
 # and requests then wait for it (`GalleryRecorder.room`) rather than the gateway's memory
 # growing. Issue #9's bound is 150 MB of RSS at 8 concurrent 1.4 MB requests and answers, the
-# backlog included: with 16 MiB the gateway peaked at 152-155 MB on `i2i` c=8, with 8 MiB at
-# 143-147. With the writer the bottleneck the queue is always full either way; the smaller
-# batches cost 0.89 × the requests/s on `t2i` c=8 (`bench.ab`, ten paired rounds): the price of
-# the bound, which a gateway with memory to spare can raise (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
+# backlog included: on `i2i` c=8 alone it peaked at 152-155 MB with 16 MiB, at 140-147 with
+# 8 MiB (in full bench runs 165-169 against 153-154). With the writer the bottleneck the queue
+# is always full either way; the smaller batches cost 0.89 × the requests/s on `t2i` c=8
+# (`bench.ab`, ten paired rounds): the price of the bound, which a gateway with memory to spare
+# can raise (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
 GALLERY_BACKLOG_BYTES = 8 * 1024 * 1024
 
 
