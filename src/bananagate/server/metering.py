@@ -143,9 +143,8 @@ class LedgerWriter:
     `record` queues the row and waits for its own outcome; whoever finds no batch in flight
     starts one. The batch takes every row queued so far and writes them in one transaction (on
     the loop where `record_many_now` can, else in a worker thread); rows queued meanwhile form
-    the next batch. A failure of the database
-    reaches every caller of the batch (each retries on its own); a duplicate request id only
-    its own caller (`LedgerRepository.record_many`).
+    the next batch. A failure of the database reaches every caller of the batch (each retries
+    on its own); a duplicate request id only its own caller (`LedgerRepository.record_many`).
     """
 
     def __init__(self, ledger: Callable[[], LedgerRepository], *, max_batch: int = MAX_BATCH) -> None:
