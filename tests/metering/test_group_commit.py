@@ -226,3 +226,26 @@ async def test_rows_written_on_the_loop_are_checkpointed_from_a_thread(
     finally:
         event.remove(Engine, "before_cursor_execute", on_execute)
     assert threading.main_thread().name not in checkpoints
+
+
+def test_the_loop_keeps_one_connection_for_its_writes_and_close_closes_it(store: Store) -> None:
+    """Checking a connection out of the pool and back for every batch cost as much as the write:
+    the writing thread keeps its own."""
+    _sqlite_file(store)
+    key, _ = store.keys.create_key("alice")
+    opened: list[Any] = []
+
+    def on_connect(connection: Any) -> None:
+        if connection.engine.url == store.engine.url:
+            opened.append(connection)
+
+    event.listen(Engine, "engine_connect", on_connect)
+    try:
+        for i in range(20):
+            assert store.ledger.record_many_now([(_row(f"k{i}", key.id, 0), None)]) == [True]
+    finally:
+        event.remove(Engine, "engine_connect", on_connect)
+    assert len(opened) == 1 and not opened[0].closed
+    assert [store.ledger.get(f"k{i}") is not None for i in range(20)] == [True] * 20
+    store.ledger.close()
+    assert opened[0].closed

@@ -12,6 +12,7 @@ request id) is redone row by row, so only that row is refused and the others are
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -122,13 +123,31 @@ class LedgerRepository:
         self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._statements = _DriverStatements(engine.dialect)
-        # Embedded SQLite only: writes that never wait, for `record_many_now`.
+        # Embedded SQLite only: writes that never wait, for `record_many_now`, each thread (the
+        # event loop's) through a connection of its own that it keeps: checking one out of the
+        # pool and back (with its reset) for every batch cost as much as the write.
         self._no_wait = no_wait_engine(engine)
+        self._kept = threading.local()
+        self._kept_all: list[Connection] = []
+        self._kept_lock = threading.Lock()
         self._unchecked = 0  # transactions through it since its last `checkpoint`
 
     def close(self) -> None:
         if self._no_wait is not None:
+            with self._kept_lock:
+                kept, self._kept_all = self._kept_all, []
+            for connection in kept:
+                connection.close()
             self._no_wait.dispose()
+
+    def _no_wait_connection(self, engine: Engine) -> Connection:
+        connection: Connection | None = getattr(self._kept, "connection", None)
+        if connection is None or connection.closed or connection.invalidated:
+            connection = self._kept.connection = engine.connect()
+            with self._kept_lock:
+                self._kept_all = [c for c in self._kept_all if not c.closed]
+                self._kept_all.append(connection)
+        return connection
 
     def _session(self) -> Session:
         return self._sessions()
@@ -187,8 +206,9 @@ class LedgerRepository:
         """
         if self._no_wait is None or not settles:
             return None
+        connection = self._no_wait_connection(self._no_wait)
         try:
-            with self._no_wait.begin() as connection:
+            with connection.begin():
                 self._write(connection, settles)
         except DBAPIError:
             return None
