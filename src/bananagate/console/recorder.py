@@ -40,8 +40,6 @@ log = logging.getLogger("bananagate.console")
 # Both spellings of the key start so: one search that stops at the first, where a miss for
 # `"inlineData"` in a snake_case answer would walk all of its megabytes first.
 _IMAGE_MARKER = b'"inline'
-# The default bound of the answers queued for the writer (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
-MAX_BACKLOG_BYTES = GALLERY_BACKLOG_BYTES
 # How long `submit` waits for room in a full backlog before it gives the answer's images up as
 # it would on a failed write (a disk this stuck is a failing disk; the gateway must go on).
 STALL_SECONDS = 5.0
@@ -135,7 +133,7 @@ class GalleryRecorder:
         self,
         store: Callable[[], Store],
         *,
-        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+        max_backlog_bytes: int = GALLERY_BACKLOG_BYTES,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self._store = store

@@ -12,6 +12,7 @@ to the newest Alembic revision, safely when several processes start at once:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,13 +60,18 @@ def is_sqlite_memory(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, wait: bool = True) -> None:
+    """Every connection's settings; `wait=False` for `no_wait_engine`'s: no waiting for other
+    processes' locks, no checkpoints (the journal mode is the database's, set by the first)."""
     cursor = dbapi_connection.cursor()
     try:
         # busy_timeout first, so that switching the journal mode waits for other processes' locks.
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS if wait else 0}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if wait:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        else:
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
@@ -120,17 +126,6 @@ def create_store_engine(url: str | URL) -> Engine:
     return _new_engine(parsed)
 
 
-def _sqlite_no_wait_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA busy_timeout = 0")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA wal_autocheckpoint = 0")
-    finally:
-        cursor.close()
-
-
 def no_wait_engine(engine: Engine) -> Engine | None:
     """For an embedded SQLite file: a second engine on the same database whose connections never
     wait (another process's write lock fails their write at once instead of after up to
@@ -143,7 +138,7 @@ def no_wait_engine(engine: Engine) -> Engine | None:
     if url.get_backend_name() != "sqlite" or is_sqlite_memory(url):
         return None
     quick = _new_engine(url)
-    event.listen(quick, "connect", _sqlite_no_wait_pragmas)
+    event.listen(quick, "connect", functools.partial(_sqlite_pragmas, wait=False))
     return quick
 
 

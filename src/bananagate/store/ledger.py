@@ -141,6 +141,7 @@ class LedgerRepository:
             self._no_wait.dispose()
 
     def _no_wait_connection(self, engine: Engine) -> Connection:
+        """This thread's kept connection of `engine` (the no-wait one), made on first use."""
         connection: Connection | None = getattr(self._kept, "connection", None)
         if connection is None or connection.closed or connection.invalidated:
             connection = self._kept.connection = engine.connect()
