@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from bananagate.store import NewImage, SchemaTooNew, Store, StoreUnavailable
+from bananagate.store import NewImage, SchemaTooNew, Store, StoreUnavailable, db
 from bananagate.store.db import SCHEMA_HEAD, alembic_config, head_revisions
 from bananagate.store.schema import Base
 
@@ -75,6 +76,60 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
             assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert (tmp_path / "nested" / "dir" / "x.db").exists()
+
+
+def _hold_write_lock_on_new_database(path: Path, release: threading.Event, held: threading.Event) -> None:
+    # A brand-new database in rollback-journal mode whose write lock another connection holds:
+    # what a process sees while another one is creating the same database.
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("CREATE TABLE other_process (x)")
+        held.set()
+        release.wait(10)
+        holder.execute("COMMIT")
+    finally:
+        holder.close()
+
+
+def test_switch_to_wal_waits_for_another_writer_on_a_new_database(tmp_path: Path) -> None:
+    """SQLite fails the WAL switch at once ("database is locked", no busy handler) while another
+    connection holds the write lock of a new database; opening waits for it instead."""
+    path = tmp_path / "new.db"
+    release, held = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock_on_new_database, args=(path, release, held))
+    holder.start()
+    try:
+        assert held.wait(10)
+        threading.Timer(0.3, release.set).start()
+        started = time.monotonic()
+        with Store.open(f"sqlite:///{path}") as store:
+            assert time.monotonic() - started >= 0.25
+            with store.engine.connect() as connection:
+                assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert "other_process" in inspect(store.engine).get_table_names()
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_switch_to_wal_gives_up_after_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "new.db"
+    release, held = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock_on_new_database, args=(path, release, held))
+    holder.start()
+    try:
+        assert held.wait(10)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            Store.open(f"sqlite:///{path}")
+        assert 0.15 <= time.monotonic() - started < 5
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_sqlite_in_memory_is_shared_across_threads() -> None:

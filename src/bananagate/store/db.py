@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,12 +71,34 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, wait: bool = True) -
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS if wait else 0}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if wait:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
         else:
             cursor.execute("PRAGMA wal_autocheckpoint = 0")
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """`PRAGMA journal_mode = WAL`, retried while the database is busy, up to the busy timeout.
+
+    On a brand-new database (still in rollback-journal mode) the switch needs an exclusive lock;
+    when another process holds its write lock, SQLite answers "database is locked" at once
+    without calling the busy handler (waiting could deadlock), so several processes opening a
+    new database together would fail now and then. Retrying drops this connection's own lock
+    between tries, which lets the other process finish. On a database already in WAL mode the
+    first try succeeds."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def _new_engine(url: URL, **kwargs: Any) -> Engine:
