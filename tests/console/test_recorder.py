@@ -273,6 +273,42 @@ async def test_room_holds_only_its_request_until_the_writer_makes_room(store: St
     await asyncio.wait_for(recorder.room([answer({"text": "no image"})]), 1)  # nothing to keep
 
 
+async def test_waiting_for_room_is_logged_at_most_once_a_minute(
+    store: Store, held: HeldStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under sustained load the backlog fills and empties many times a second: one warning (and
+    its "caught up") per HOLD_LOG_SECONDS, then one that says how many episodes it stood for."""
+    body = answer(image_part(picture(1)))
+    recorder = GalleryRecorder(held, max_backlog_bytes=len(body) + 100, stall_seconds=30)
+
+    async def episode(n: int) -> None:
+        held.hold()
+        recorder.submit(make_call(f"e{n}a"), ALICE, [body], 1, 1)
+        await held.writer_blocked()
+        waiting = asyncio.ensure_future(recorder.room([answer(image_part(picture(n)))]))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        held.release()
+        await asyncio.wait_for(waiting, 10)
+        await recorder.drain()
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    with caplog.at_level(logging.WARNING, logger="bananagate.console"):
+        await episode(1)
+        assert len(warnings()) == 2
+        assert "the writer is behind" in warnings()[0] and "times" not in warnings()[0]
+        assert "caught up" in warnings()[1]
+        for n in range(2, 5):
+            await episode(n)
+        assert len(warnings()) == 2  # within the minute: counted, not logged
+        monkeypatch.setattr(recorder_module, "HOLD_LOG_SECONDS", 0.0)
+        await episode(5)
+    assert len(warnings()) == 4
+    assert "; 4 times in the last" in warnings()[2] and "caught up" in warnings()[3]
+
+
 async def test_a_stuck_writer_gives_up_images_after_one_stall(
     store: Store, held: HeldStore, caplog: pytest.LogCaptureFixture
 ) -> None:

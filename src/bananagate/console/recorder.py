@@ -47,6 +47,9 @@ STALL_SECONDS = 5.0
 _BATCH_ANSWERS = 64
 # A writer with nothing to do for this long ends; the next answer starts another.
 _IDLE_SECONDS = 30.0
+# Under sustained load the backlog fills and empties many times a second: that new answers wait
+# for room is logged at most this often (with how many times it happened since), not each time.
+HOLD_LOG_SECONDS = 60.0
 
 
 def answer_parts(bodies: Sequence[Bytes]) -> tuple[list[tuple[str, bytes]], str, str | None]:
@@ -147,6 +150,9 @@ class GalleryRecorder:
         self._pending: dict[str, _Pending] = {}
         self._writer: threading.Thread | None = None
         self._held_back = False  # submit has waited for room since the queue last ran empty
+        self._holds = 0  # such episodes since the last one logged
+        self._hold_logged_at: float | None = None
+        self._hold_logged = False  # this episode's start was logged: its end is too
         # The writer let a submit wait `stall_seconds` in vain: until it finishes a batch, answers
         # that do not fit are given up at once (counted in `_dropped`).
         self._stalled = False
@@ -175,12 +181,7 @@ class GalleryRecorder:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self._stall_seconds
-                    if not self._held_back:  # once per episode, not once per answer
-                        self._held_back = True
-                        log.warning(
-                            "gallery: %d MB of answers wait to be written; new ones wait for room",
-                            self._backlog >> 20,
-                        )
+                    self._note_hold(now)
                 elif now >= deadline:
                     self._stalled = True
                     return
@@ -247,13 +248,9 @@ class GalleryRecorder:
             return True
         if self._stalled:
             return False  # one stall per stuck writer, not one per answer
-        if not self._held_back:  # once per episode, not once per answer
-            self._held_back = True
-            log.warning(
-                "gallery: %d MB of answers wait to be written; holding new ones until there is room",
-                self._backlog >> 20,
-            )
-        deadline = time.monotonic() + self._stall_seconds
+        now = time.monotonic()
+        self._note_hold(now)
+        deadline = now + self._stall_seconds
         while self._backlog and self._backlog + size > self._max_backlog:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -261,6 +258,28 @@ class GalleryRecorder:
                 return False
             self._has_room.wait(remaining)
         return True
+
+    def _note_hold(self, now: float) -> None:
+        """With the lock held: new answers start to wait for room. Counted once per episode (until
+        the queue runs empty), and logged unless one was within `HOLD_LOG_SECONDS`."""
+        if self._held_back:
+            return
+        self._held_back = True
+        self._holds += 1
+        last = self._hold_logged_at
+        if last is not None and now - last < HOLD_LOG_SECONDS:
+            return
+        since = f"; {self._holds} times in the last {now - last:.0f} s" if last is not None else ""
+        log.warning(
+            "gallery: the writer is behind (%d MB of answers wait to be written): new answers wait "
+            "for room%s (logged at most every %.0f s)",
+            self._backlog >> 20,
+            since,
+            HOLD_LOG_SECONDS,
+        )
+        self._hold_logged_at = now
+        self._holds = 0
+        self._hold_logged = True
 
     def _start_writer(self) -> bool:
         """With the lock held: make sure a writer thread runs; False if none can be started."""
@@ -411,7 +430,9 @@ class GalleryRecorder:
                 self._dropped = 0
             if not self._backlog and self._held_back:
                 self._held_back = False
-                log.warning("gallery: the writer has caught up")
+                if self._hold_logged:
+                    self._hold_logged = False
+                    log.warning("gallery: the writer has caught up")
             self._has_room.notify_all()
             results += ((waiter, []) for waiter in self._room_waiters)
             self._room_waiters = []
