@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -114,3 +116,28 @@ def test_playground_body_is_a_valid_gemini_request() -> None:
     assert parsed.aspect_ratio == "1:8" and parsed.image_size == "512" and len(parsed.input_images()) == 1
     flat = orjson.loads(request_body(PlaygroundInput("x", FLASH_25, FLASH_25.id, None, "1K"), 10**6))
     assert "imageConfig" not in flat["generationConfig"]  # nothing chosen, nothing sent
+
+
+JINJA_PROBE = """
+import sys
+from starlette.testclient import TestClient
+from bananagate.server.app import create_app
+from bananagate.settings import Settings
+
+app = create_app(Settings(data_dir=sys.argv[1]))
+with TestClient(app) as client:
+    before = "jinja2" in sys.modules
+    status = client.get("/console/login").status_code
+print(before, status, "jinja2" in sys.modules)
+"""
+
+
+def test_jinja_is_loaded_with_the_first_console_page_not_with_the_gateway(tmp_path: Path) -> None:
+    """Jinja costs a gateway ~2 MB of memory: it is imported when the console first renders."""
+    done = subprocess.run(
+        [sys.executable, "-c", JINJA_PROBE, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["False", "200", "True"], done.stderr

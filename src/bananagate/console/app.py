@@ -10,15 +10,14 @@ import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bananagate.console.auth import AuthViews
@@ -34,6 +33,9 @@ from bananagate.protocol.pricing import format_usd
 from bananagate.server.pipeline import Pipeline
 from bananagate.settings import Settings
 from bananagate.store import Store
+
+if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -97,6 +99,11 @@ def _size(value: int) -> str:
 
 
 def templates() -> Jinja2Templates:
+    # Imported here, on the first page shown: Jinja (~2 MB) stays out of a gateway whose console
+    # nobody opens.
+    import jinja2
+    from starlette.templating import Jinja2Templates
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,  # every value is escaped unless a template says otherwise (none do)
@@ -134,7 +141,7 @@ def build_console(
         pipeline=pipeline,
         recorder=recorder,
         sessions=Sessions(key, admin_key, settings.console_session_ttl),
-        templates=templates(),
+        make_templates=templates,
         throttle=LoginThrottle(),
     )
     routes = [

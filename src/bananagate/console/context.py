@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -19,13 +19,15 @@ from starlette.datastructures import FormData
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from bananagate.console.recorder import GalleryRecorder
 from bananagate.console.session import CSRF_FIELD, LoginThrottle, Session, Sessions, csrf_ok, same_origin
 from bananagate.server.pipeline import Pipeline
 from bananagate.settings import Settings
 from bananagate.store import Store
+
+if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
 
 T = TypeVar("T")
 Page = Callable[[Request, Session], Awaitable[Response]]
@@ -51,8 +53,12 @@ class ConsoleContext:
     pipeline: Pipeline
     recorder: GalleryRecorder
     sessions: Sessions
-    templates: Jinja2Templates
+    make_templates: Callable[[], Jinja2Templates]
     throttle: LoginThrottle
+
+    @functools.cached_property
+    def templates(self) -> Jinja2Templates:
+        return self.make_templates()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Blocking work (database, files, Pillow) off the event loop."""
