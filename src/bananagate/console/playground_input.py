@@ -14,7 +14,6 @@ import orjson
 from PIL import Image
 from starlette.datastructures import FormData, UploadFile
 
-from bananagate.client.collage import make_collage
 from bananagate.imaging import ImageRejected, decode_image
 from bananagate.protocol import base64codec
 from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, ImageModel
@@ -92,6 +91,10 @@ async def read_form(form: FormData, models: dict[str, ImageModel]) -> Playground
 
 def collage_bytes(images: list[tuple[str, bytes]], max_pixels: int) -> bytes:
     """One PNG grid of the images, tiles numbered 1..n (blocking: decodes every image)."""
+    # Imported here: `bananagate.client` is the whole SDK, httpx included (~3 MB a gateway would
+    # otherwise carry for a button few press).
+    from bananagate.client.collage import make_collage
+
     decoded: list[Image.Image] = []
     try:
         for index, (_, data) in enumerate(images, start=1):

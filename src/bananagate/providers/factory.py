@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-
-import httpx
+from typing import TYPE_CHECKING
 
 from bananagate.config import ChannelConfig
 from bananagate.protocol import openai_images
 from bananagate.providers.base import Provider
 from bananagate.providers.gemini_http import GeminiHttpProvider
 from bananagate.providers.http import ChannelSession, make_client
-from bananagate.providers.openai_images import OpenAIImagesProvider
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,8 @@ def build_channel(config: ChannelConfig, emulator: EmulatorOptions | None = None
     providers: list[Provider] = []
     client: ChannelSession | httpx.AsyncClient
     if config.kind == "openai-images":
+        from bananagate.providers.openai_images import OpenAIImagesProvider  # it needs httpx
+
         client = make_client(connect_timeout=config.connect_timeout, read_timeout=config.read_timeout)
         for key in keys:
             providers.append(

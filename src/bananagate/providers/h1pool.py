@@ -23,7 +23,7 @@ import socket
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import httptools
@@ -451,12 +451,14 @@ class H1Pool:
         *,
         connect_timeout: float,
         read_timeout: float,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
         max_connections: int,
         keepalive_seconds: float,
     ) -> None:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        # A context, or what makes one when the first https connection is made (building one
+        # loads the trust store: a pool that only speaks plain HTTP never needs it).
         self._ssl = ssl_context
         self._keepalive = keepalive_seconds
         self._slots = asyncio.Semaphore(max_connections)
@@ -515,10 +517,15 @@ class H1Pool:
                 lambda: _Connection(loop),
                 host,
                 port,
-                ssl=self._ssl if secure else None,
+                ssl=self._tls() if secure else None,
                 server_hostname=host if secure else None,
             )
         return protocol
+
+    def _tls(self) -> ssl.SSLContext:
+        if not isinstance(self._ssl, ssl.SSLContext):
+            self._ssl = self._ssl()
+        return self._ssl
 
     async def open_stream(
         self, url: yarl.URL, body: Bytes, headers: Mapping[str, str], *, limit: int

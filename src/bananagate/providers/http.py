@@ -12,12 +12,12 @@ import asyncio
 import functools
 import logging
 import ssl
+import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
-import httpx
 import yarl
 
 from bananagate import __version__
@@ -28,6 +28,8 @@ from bananagate.providers.h1pool import H1Error, H1Pool, WholeAnswer
 from bananagate.providers.upstream_errors import unreachable
 
 if TYPE_CHECKING:
+    import httpx
+
     from bananagate.providers.proxied import ProxiedSession, ProxyRoute
 
 T = TypeVar("T")
@@ -48,6 +50,10 @@ KEEPALIVE_SECONDS = 30.0
 
 def make_client(*, connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
     """An httpx keep-alive pool (the `openai-images` channels). `read_timeout` also bounds writes."""
+    # httpx (~3 MB with what it imports) loads with the first channel that needs it, not with
+    # every gateway: Gemini-native channels over plain HTTP never do.
+    import httpx
+
     timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout)
     limits = httpx.Limits(
         max_connections=MAX_CONNECTIONS, max_keepalive_connections=20, keepalive_expiry=KEEPALIVE_SECONDS
@@ -62,6 +68,8 @@ def make_client(*, connect_timeout: float, read_timeout: float) -> httpx.AsyncCl
 def _tls_context() -> ssl.SSLContext:
     # The trust store httpx used before: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR. (aiohttp
     # would use the system store, which a slim container may not have.)
+    import httpx
+
     return httpx.create_ssl_context()
 
 
@@ -142,7 +150,7 @@ class ChannelSession:
             return H1Pool(
                 connect_timeout=self._connect_timeout,
                 read_timeout=self._read_timeout,
-                ssl_context=_tls_context(),
+                ssl_context=_tls_context,
                 max_connections=MAX_CONNECTIONS,
                 keepalive_seconds=KEEPALIVE_SECONDS,
             )
@@ -221,9 +229,16 @@ def transport_failure(channel: str, exc: BaseException) -> ProviderError:
     Only the exception's type is named (an H1Error's own text, which never holds one): an
     exception's text may hold the request URL, and with it a `?key=`.
     """
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if _is_timeout(exc):
         return UpstreamTimeout(f"upstream channel {channel!r} timed out ({type(exc).__name__})")
     return unreachable(channel, str(exc) if type(exc) is H1Error else type(exc).__name__)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    httpx = sys.modules.get("httpx")  # no httpx error without httpx imported
+    return httpx is not None and isinstance(exc, httpx.TimeoutException)
 
 
 # What an upstream call can raise short of an HTTP answer: the pool's H1Error (aiohttp's errors

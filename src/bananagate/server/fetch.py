@@ -26,14 +26,17 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from bananagate.protocol import base64codec
 from bananagate.protocol.errors import ApiError
 from bananagate.protocol.openai_wire import OpenAIError
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -148,10 +151,15 @@ class ImageFetcher:
     def __init__(self, policy: FetchPolicy, *, resolver: Resolver | None = None) -> None:
         self.policy = policy
         self._resolve: Resolver = resolver or _system_resolve
-        self._client = httpx.AsyncClient(
+
+    @cached_property
+    def _client(self) -> httpx.AsyncClient:
+        import httpx  # with the first image URL: the gateway does without it (~3 MB) until then
+
+        return httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # no environment proxies: the connection must go to the checked IP
-            timeout=httpx.Timeout(policy.timeout),
+            timeout=httpx.Timeout(self.policy.timeout),
             # No pooled connections: the pool is keyed by IP, so a kept-alive TLS connection made
             # for one host name (SNI, certificate) could otherwise carry a request for another.
             limits=httpx.Limits(max_keepalive_connections=0),
@@ -159,7 +167,8 @@ class ImageFetcher:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if "_client" in self.__dict__:
+            await self._client.aclose()
 
     async def fetch(self, url: str) -> FetchedImage:
         try:
@@ -169,6 +178,8 @@ class ImageFetcher:
             raise FetchError(url, f"no answer within {self.policy.timeout:g} s") from None
 
     async def _follow(self, url: str) -> FetchedImage:
+        import httpx
+
         current = url
         for _ in range(self.policy.max_redirects + 1):
             target = await self._check(current)
@@ -190,6 +201,8 @@ class ImageFetcher:
         raise FetchError(url, f"more than {self.policy.max_redirects} redirects")
 
     async def _check(self, url: str) -> httpx.URL:
+        import httpx
+
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError):

@@ -27,15 +27,19 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from bananagate import __version__
 from bananagate.protocol.errors import ApiError, invalid_argument
 from bananagate.secretfile import read_or_create
 from bananagate.server.fetch import FetchPolicy, IPAddress, address_allowed
+
+if TYPE_CHECKING:
+    import httpx
 
 SIGNATURE_HEADER = "X-Bananagate-Signature"
 EVENT_HEADER = "X-Bananagate-Event"
@@ -82,6 +86,8 @@ def check_url(url: object, field: str = "webhook_url") -> str:
     """A syntactically usable webhook URL, else a 400. Addresses are checked at each call."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise invalid_argument(f"{field} must be an http(s) URL of at most {MAX_URL_LENGTH} characters.")
+    import httpx  # on first use: the gateway does without it (and its ~3 MB) until then
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError, ValueError):
@@ -110,18 +116,27 @@ class WebhookSender:
 
     def __init__(self, policy: FetchPolicy, timeout: float) -> None:
         self.policy = policy
-        self._client = httpx.AsyncClient(
+        self.timeout = timeout
+
+    @cached_property
+    def _client(self) -> httpx.AsyncClient:
+        import httpx  # with the first webhook: most gateways send none
+
+        return httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,  # a proxy would make the address check meaningless
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(self.timeout),
             # No pooling: connections are keyed by the pinned IP, not the host they were made for.
             limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if "_client" in self.__dict__:
+            await self._client.aclose()
 
     async def post(self, url: str, body: bytes, *, secret: str, event: str, delivery: str) -> Delivery:
+        import httpx
+
         try:
             target = httpx.URL(check_url(url))
             ip = await self._address(target)
