@@ -34,6 +34,7 @@ from bananagate.providers.h1pool import (
     WholeAnswer,
     request_head,
 )
+from bananagate.providers.http import _tls_context
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -450,7 +451,12 @@ def test_answers_over_tls_land_in_one_buffer_too(tmp_path: Path, loop: str) -> N
     cert, key = _self_signed(tmp_path)
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_side.load_cert_chain(cert, key)
-    client_side = ssl.create_default_context(cafile=str(cert))
+    made: list[ssl.SSLContext] = []
+
+    def client_side() -> ssl.SSLContext:  # made with the first https connection, once
+        made.append(ssl.create_default_context(cafile=str(cert)))
+        return made[-1]
+
     body = b'{"candidates": [], "pad": "' + b"z" * 3_000_000 + b'"}'
     wire = f"HTTP/1.1 200 OK\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
 
@@ -482,6 +488,22 @@ def test_answers_over_tls_land_in_one_buffer_too(tmp_path: Path, loop: str) -> N
 
     got = uvloop.run(run()) if loop == "uvloop" else asyncio.run(run())
     assert got == [body, body]
+    assert len(made) == 1
+
+
+def test_channels_trust_ssl_cert_file_else_certifi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, _ = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    _tls_context.cache_clear()
+    try:
+        subjects = [dict(item[0] for item in ca["subject"]) for ca in _tls_context().get_ca_certs()]
+        assert subjects == [{"commonName": "127.0.0.1"}]
+        monkeypatch.delenv("SSL_CERT_FILE")
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        _tls_context.cache_clear()
+        assert len(_tls_context().get_ca_certs()) > 50  # certifi's bundle
+    finally:
+        _tls_context.cache_clear()
 
 
 async def test_an_answer_before_the_request_was_sent_drops_the_connection() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import ssl
 import sys
 import urllib.request
@@ -66,11 +67,16 @@ def make_client(*, connect_timeout: float, read_timeout: float) -> httpx.AsyncCl
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    # The trust store httpx used before: certifi's bundle, or SSL_CERT_FILE / SSL_CERT_DIR. (aiohttp
-    # would use the system store, which a slim container may not have.)
-    import httpx
+    """The trust store httpx uses (and channels used when they ran on it): SSL_CERT_FILE, else
+    SSL_CERT_DIR, else certifi's bundle. (aiohttp would use the system store, which a slim
+    container may not have.)"""
+    import certifi
 
-    return httpx.create_ssl_context()
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class _PerLoop(Generic[T]):
