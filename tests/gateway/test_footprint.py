@@ -1,11 +1,15 @@
 """What a forwarding gateway loads: libraries it only needs for some features (httpx for image URLs,
-webhooks and `openai-images` channels; Jinja for console pages) stay out of its memory until then."""
+webhooks and `openai-images` channels; Jinja for console pages; Pillow for thumbnails, collages
+and the emulator; a WebSocket library for nothing) stay out of its memory until then."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+from bananagate.cli.serve import _uvicorn_options
+from bananagate.settings import Settings
 
 # Run in a fresh interpreter: the test process itself has imported everything. The app is driven
 # through ASGI by hand (Starlette's TestClient would import httpx itself).
@@ -61,16 +65,21 @@ async def main() -> None:
     await app(scope, receive, send)
     await lifespan.put({"type": "lifespan.shutdown"})
     await running
-    print(sent[0]["status"], *(name in sys.modules for name in ("httpx", "jinja2")))
+    print(sent[0]["status"], *(name in sys.modules for name in ("httpx", "jinja2", "PIL")))
 
 
 asyncio.run(main())
 """
 
 
-def test_a_request_forwarded_to_a_gemini_channel_loads_neither_httpx_nor_jinja(tmp_path: Path) -> None:
+def test_a_request_forwarded_to_a_gemini_channel_loads_no_httpx_jinja_or_pillow(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path / "data")], capture_output=True, text=True, timeout=120
     )
     # 503: nothing listens on the channel's port; the request went all the way to the upstream call.
-    assert done.stdout.split() == ["503", "False", "False"], done.stderr[-3000:]
+    assert done.stdout.split() == ["503", "False", "False", "False"], done.stderr[-3000:]
+
+
+def test_serve_runs_uvicorn_without_websockets() -> None:
+    # There is no WebSocket route; uvicorn's default ("auto") would import a WebSocket library.
+    assert _uvicorn_options(Settings())["ws"] == "none"

@@ -50,6 +50,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, object]:
     400s; see server/http11.py) and how long SIGTERM waits for in-flight requests."""
     return {
         "http": guarded_protocol(settings.header_timeout),
+        "ws": "none",  # no WebSocket routes: uvicorn's "auto" would load a WebSocket library (~1 MB)
         "timeout_graceful_shutdown": max(int(settings.graceful_timeout), 0),
         "log_level": settings.log_level.lower(),
         "access_log": False,  # our own access line carries the request id and key name

@@ -13,7 +13,6 @@ import secrets
 import warnings
 from pathlib import Path
 
-from PIL import Image
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -21,7 +20,6 @@ from starlette.routing import BaseRoute, Route
 
 from bananagate.console.context import ConsoleContext
 from bananagate.console.session import Session
-from bananagate.imaging import ImageRejected, decode_image
 from bananagate.store import GalleryEntry
 
 PAGE_SIZE = 48
@@ -30,6 +28,9 @@ THUMB_SIZE = 384
 
 def make_thumbnail(source: bytes, target: Path, max_pixels: int) -> bool:
     """Write a JPEG thumbnail of the image `source` to `target`; False when it cannot be read."""
+    # Pillow (~2 MB) is imported when the console first shows an image, not by every gateway.
+    from bananagate.imaging import ImageRejected, decode_image
+
     try:
         image = decode_image(source, max_pixels=max_pixels, draft=(THUMB_SIZE, THUMB_SIZE))
     except (ImageRejected, OSError):
@@ -47,6 +48,8 @@ def make_thumbnail(source: bytes, target: Path, max_pixels: int) -> bool:
 
 def pixel_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the image's header (no pixels decoded)."""
+    from PIL import Image
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import orjson
-from PIL import Image
 from starlette.datastructures import FormData, UploadFile
 
-from bananagate.imaging import ImageRejected, decode_image
 from bananagate.protocol import base64codec
 from bananagate.protocol.catalog import INPUT_IMAGE_MIME_TYPES, ImageModel
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 PROMPT_MAX_CHARS = 20_000
 MAX_UPLOADS = 32
@@ -94,6 +96,7 @@ def collage_bytes(images: list[tuple[str, bytes]], max_pixels: int) -> bytes:
     # Imported here: `bananagate.client` is the whole SDK, httpx included (~3 MB a gateway would
     # otherwise carry for a button few press).
     from bananagate.client.collage import make_collage
+    from bananagate.imaging import ImageRejected, decode_image
 
     decoded: list[Image.Image] = []
     try:
