@@ -80,6 +80,20 @@ def test_a_request_forwarded_to_a_gemini_channel_loads_no_httpx_jinja_or_pillow(
     assert done.stdout.split() == ["503", "False", "False", "False"], done.stderr[-3000:]
 
 
+def test_serve_loads_no_rich(tmp_path: Path) -> None:
+    # The banner is click's: Rich (~2.5 MB) is for the commands that print tables and progress.
+    probe = (
+        "import sys; from click.testing import CliRunner; from bananagate.cli.serve import serve; "
+        "import uvicorn; uvicorn.run = lambda *a, **k: None; "
+        "result = CliRunner().invoke(serve, ['--data-dir', sys.argv[1]]); "
+        "print(result.exit_code, 'rich' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["0", "False"], done.stderr[-3000:]
+
+
 def test_serve_runs_uvicorn_without_websockets() -> None:
     # There is no WebSocket route; uvicorn's default ("auto") would import a WebSocket library.
     assert _uvicorn_options(Settings())["ws"] == "none"

@@ -14,9 +14,6 @@ from typing import Any
 
 import anyio
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from bananagate.cli import build_settings, data_dir_option, open_store
 from bananagate.config import (
@@ -144,6 +141,9 @@ def add(ctx: click.Context, /, name: str, kind: str, keys: tuple[str, ...], **op
         except ChannelNameTaken as exc:
             raise click.ClickException(str(exc)) from exc
     count = len(config.keys)
+    from rich.console import Console  # Rich in the commands that print with it: `serve` does without
+    from rich.markup import escape
+
     Console(stderr=True, highlight=False).print(
         f"Added channel [bold]{escape(name)}[/] ({kind}, {count} key{'s' if count != 1 else ''})."
     )
@@ -189,6 +189,10 @@ def list_(ctx: click.Context, as_json: bool, data_dir: Path | None, config_path:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     # Piped output has no terminal width; don't squeeze the table into 80 columns then.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     if not rows:
@@ -224,6 +228,9 @@ def remove(ctx: click.Context, name: str, data_dir: Path | None, config_path: Pa
     with open_store(settings) as store:
         removed = store.channels.remove(name)
     if removed:
+        from rich.console import Console
+        from rich.markup import escape
+
         Console(stderr=True, highlight=False).print(f"Removed channel [bold]{escape(name)}[/].")
         return
     file_config, path = _file_config(settings)

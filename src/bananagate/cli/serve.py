@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 import uvicorn
-from rich.console import Console
 
 from bananagate import __version__
 from bananagate.cli import build_settings, data_dir_option, open_store
@@ -43,6 +42,14 @@ def _raise_open_file_limit(wanted: int = 65536) -> None:
     if soft != resource.RLIM_INFINITY and soft < target:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def say(line: str) -> None:
+    """A banner line on stderr (colours only on a terminal)."""
+    click.echo(line, err=True)
+
+
+style = click.style
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
@@ -137,7 +144,6 @@ def serve(
     _configure_logging(settings.log_level)
     _raise_open_file_limit()
     tune_allocator()  # before the app allocates anything big; workers inherit it by environment
-    console = Console(stderr=True, highlight=False)
     try:
         data = settings.ensure_data_dir()
     except OSError as exc:
@@ -150,17 +156,20 @@ def serve(
         new_key = ensure_default_key(store, data)
         ensure_admin_key(settings.admin_key, data)  # the admin API's key, made on first start
         base = f"http://{settings.host}:{settings.port}"
-        console.print(
-            f"[bold yellow]bananagate {__version__}[/] serving the Gemini API at [bold]{base}/v1beta[/]"
+        # click's styling, not Rich's: a server would otherwise keep Rich (~2.5 MB) for five lines.
+        say(
+            style(f"bananagate {__version__}", fg="yellow", bold=True)
+            + " serving the Gemini API at "
+            + style(f"{base}/v1beta", bold=True)
         )
-        console.print(f"  data dir: {data}")
+        say(f"  data dir: {data}")
         channels = channel_summary(settings, store)
-        console.print(f"  {channels or 'models (offline emulator): ' + ', '.join(m.id for m in MODELS)}")
+        say(f"  {channels or 'models (offline emulator): ' + ', '.join(m.id for m in MODELS)}")
         if new_key:
-            console.print(f"  created API key [bold]default[/]: [bold green]{new_key}[/]")
-            console.print(f"  (saved to {data / 'default.key'}, mode 0600; it is not shown again)")
+            say(f"  created API key {style('default', bold=True)}: {style(new_key, fg='green', bold=True)}")
+            say(f"  (saved to {data / 'default.key'}, mode 0600; it is not shown again)")
         else:
-            console.print("  API keys: see `bananagate keys list`")
+            say("  API keys: see `bananagate keys list`")
         try:
             app = create_app(settings, store=store)
         except ConfigError as exc:
