@@ -8,6 +8,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,29 +80,39 @@ def test_sqlite_connection_settings(tmp_path: Path) -> None:
         assert (tmp_path / "nested" / "dir" / "x.db").exists()
 
 
-def _hold_write_lock_on_new_database(path: Path, release: threading.Event, held: threading.Event) -> None:
-    # A brand-new database in rollback-journal mode whose write lock another connection holds:
-    # what a process sees while another one is creating the same database.
-    holder = sqlite3.connect(path, isolation_level=None)
+@contextmanager
+def write_lock_held_on_new_database(path: Path) -> Iterator[threading.Event]:
+    """A brand-new database in rollback-journal mode whose write lock another connection holds
+    (what a process sees while another one creates the same database) until the yielded event
+    is set, or the block ends."""
+    release, held = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            holder.execute("CREATE TABLE other_process (x)")
+            held.set()
+            release.wait(10)
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
     try:
-        holder.execute("BEGIN IMMEDIATE")
-        holder.execute("CREATE TABLE other_process (x)")
-        held.set()
-        release.wait(10)
-        holder.execute("COMMIT")
+        assert held.wait(10)
+        yield release
     finally:
-        holder.close()
+        release.set()
+        thread.join()
 
 
 def test_switch_to_wal_waits_for_another_writer_on_a_new_database(tmp_path: Path) -> None:
     """SQLite fails the WAL switch at once ("database is locked", no busy handler) while another
     connection holds the write lock of a new database; opening waits for it instead."""
     path = tmp_path / "new.db"
-    release, held = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock_on_new_database, args=(path, release, held))
-    holder.start()
-    try:
-        assert held.wait(10)
+    with write_lock_held_on_new_database(path) as release:
         threading.Timer(0.3, release.set).start()
         started = time.monotonic()
         with Store.open(f"sqlite:///{path}") as store:
@@ -108,9 +120,6 @@ def test_switch_to_wal_waits_for_another_writer_on_a_new_database(tmp_path: Path
             with store.engine.connect() as connection:
                 assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert "other_process" in inspect(store.engine).get_table_names()
-    finally:
-        release.set()
-        holder.join()
 
 
 def test_switch_to_wal_gives_up_after_the_busy_timeout(
@@ -118,18 +127,11 @@ def test_switch_to_wal_gives_up_after_the_busy_timeout(
 ) -> None:
     monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_MS", 200)
     path = tmp_path / "new.db"
-    release, held = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock_on_new_database, args=(path, release, held))
-    holder.start()
-    try:
-        assert held.wait(10)
+    with write_lock_held_on_new_database(path):
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="locked"):
             Store.open(f"sqlite:///{path}")
         assert 0.15 <= time.monotonic() - started < 5
-    finally:
-        release.set()
-        holder.join()
 
 
 def test_sqlite_in_memory_is_shared_across_threads() -> None:
