@@ -10,6 +10,7 @@ gallery when on), in CPU microseconds, with `--profile` as a cProfile table.
 
     python -m bench.inprocess --requests 4000 --concurrency 8
     python -m bench.inprocess --profile --sort cumulative
+    python -m bench.inprocess --workload i2i --callers b64decode   # who calls what matches
     PYTHONPATH=../main-before/src python -m bench.inprocess   # another build, same measure
 """
 
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--console", action="store_true", help="with the gallery (default: off)")
     p.add_argument("--profile", action="store_true", help="print a cProfile table of the measured part")
     p.add_argument("--sort", default="tottime", help="cProfile sort key (default tottime)")
+    p.add_argument(
+        "--callers",
+        metavar="PATTERN",
+        help="with the profile (implied), which functions call those matching PATTERN (a regex)",
+    )
     opts = p.parse_args(argv)
     try:
         import uvloop
@@ -191,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency of the server
         pass
-    profile = cProfile.Profile() if opts.profile else None
+    profile = cProfile.Profile() if opts.profile or opts.callers else None
     result = asyncio.run(
         measure(
             requests=opts.requests,
@@ -206,7 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['cpu_us']:.1f} µs CPU and {result['wall_us']:.1f} µs wall per request"
     )
     if profile is not None:
-        pstats.Stats(profile, stream=sys.stdout).sort_stats(opts.sort).print_stats(40)
+        stats = pstats.Stats(profile, stream=sys.stdout).sort_stats(opts.sort)
+        stats.print_stats(40)
+        if opts.callers:
+            stats.print_callers(opts.callers)
     return 0
 
 

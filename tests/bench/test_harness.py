@@ -213,6 +213,15 @@ def test_inprocess_bench_drives_the_app(
     statuses.clear()
     assert inprocess.main(["--requests", "8", "--concurrency", "2", "--workload", "i2i"]) == 0
     assert "8 i2i requests, c=2" in capsys.readouterr().out and set(statuses) == {200}
+    # Who decodes Base64 on the i2i path: the check of the request's inline image, among others.
+    assert (
+        inprocess.main(
+            ["--requests", "8", "--concurrency", "1", "--workload", "i2i", "--callers", "b64decode"]
+        )
+        == 0
+    )
+    callers = capsys.readouterr().out.split("was called by...", 1)[1]
+    assert "b64decode" in callers and "is_strict_base64" in callers
 
 
 def test_ab_compares_two_gateways_with_the_python_load_generator(tmp_path: Path) -> None:
