@@ -13,8 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # and requests then wait for it (`GalleryRecorder.room`) rather than the gateway's memory
 # growing. Issue #9's bound is 150 MB of RSS at 8 concurrent 1.4 MB requests and answers, the
 # backlog included: on `i2i` c=8 alone it peaked at 152-155 MB with 16 MiB, at 140-147 with
-# 8 MiB (in full bench runs 165-169 against 153-154). With the writer the bottleneck the queue
-# is always full either way; the smaller batches cost 0.89 × the requests/s on `t2i` c=8
+# 8 MiB (in full bench runs 165-169 against 153-154), when the gateway started at ~95 MB; since it
+# starts at ~80 MB, 135 with 8 MiB (bench/results/2026-12-06-182844.json). With the writer the
+# bottleneck the queue is always full either way; the smaller batches cost 0.89 × the requests/s on `t2i` c=8
 # (`bench.ab`, ten paired rounds): the price of the bound, which a gateway with memory to spare
 # can raise (`BANANAGATE_GALLERY_BACKLOG_BYTES`).
 GALLERY_BACKLOG_BYTES = 8 * 1024 * 1024

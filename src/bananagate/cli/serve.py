@@ -49,9 +49,6 @@ def say(line: str) -> None:
     click.echo(line, err=True)
 
 
-style = click.style
-
-
 def _uvicorn_options(settings: Settings) -> dict[str, object]:
     """What both ways of running take: the guarded HTTP/1.1 protocol (header deadline, enveloped
     400s; see server/http11.py) and how long SIGTERM waits for in-flight requests."""
@@ -158,15 +155,16 @@ def serve(
         base = f"http://{settings.host}:{settings.port}"
         # click's styling, not Rich's: a server would otherwise keep Rich (~2.5 MB) for five lines.
         say(
-            style(f"bananagate {__version__}", fg="yellow", bold=True)
+            click.style(f"bananagate {__version__}", fg="yellow", bold=True)
             + " serving the Gemini API at "
-            + style(f"{base}/v1beta", bold=True)
+            + click.style(f"{base}/v1beta", bold=True)
         )
         say(f"  data dir: {data}")
         channels = channel_summary(settings, store)
         say(f"  {channels or 'models (offline emulator): ' + ', '.join(m.id for m in MODELS)}")
         if new_key:
-            say(f"  created API key {style('default', bold=True)}: {style(new_key, fg='green', bold=True)}")
+            secret = click.style(new_key, fg="green", bold=True)
+            say(f"  created API key {click.style('default', bold=True)}: {secret}")
             say(f"  (saved to {data / 'default.key'}, mode 0600; it is not shown again)")
         else:
             say("  API keys: see `bananagate keys list`")
